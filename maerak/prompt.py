@@ -1,0 +1,91 @@
+"""The one prompt renderer: training rows and inference prompts both come from here.
+
+Training files are alpaca rows (instruction / input / output) that Axolotl's
+`alpaca` dataset type wraps; `render_prompt` applies the same wrapper so that the
+prompt scored at inference is byte-for-byte the prompt seen in training
+(tests/test_prompt.py checks this against Axolotl's own prompter).
+"""
+from __future__ import annotations
+
+from itertools import permutations
+from typing import Sequence
+
+from maerak.schema import Item
+
+LETTERS = ("A", "B", "C")
+IDENTITY: tuple[int, int, int] = (0, 1, 2)
+CYCLIC_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
+ALL_ORDERS: tuple[tuple[int, ...], ...] = tuple(permutations(range(3)))
+
+INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 A, B, C 중에서 하나 골라 그 기호만 답하세요."
+
+# Axolotl's `alpaca` type (AlpacaPrompter, instruct style) wraps rows exactly like this.
+ALPACA_SYSTEM = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request."
+)
+ALPACA_TURN = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+
+
+def has_final_consonant(syllable: str) -> bool:
+    """True when a Hangul syllable ends in a batchim (final consonant)."""
+    code = ord(syllable) - 0xAC00
+    if not 0 <= code < 11172:
+        return False
+    return code % 28 != 0
+
+
+def ro_particle(word: str) -> str:
+    """로 after a vowel or ㄹ, 으로 after any other final consonant (동기로, 원인으로)."""
+    last = word[-1]
+    rieul = (ord(last) - 0xAC00) % 28 == 8 if has_final_consonant(last) else False
+    return "으로" if has_final_consonant(last) and not rieul else "로"
+
+
+def question_line(category: str) -> str:
+    return f"위 대화의 {category}{ro_particle(category)} 올바른 지문은?"
+
+
+def render_input(item: Item, order: Sequence[int] = IDENTITY) -> str:
+    """The task body: conversation, question (with the referenced utterances) and options.
+
+    `order[k]` is the index of the original option shown at letter k.
+    """
+    lines = ["[Conversation]"]
+    lines += [f"화자{u.speaker}: {u.text}" for u in item.conversation]
+    lines += ["", "[Question]", question_line(item.category)]
+    refs = set(item.reference_ids)
+    targets = [u for u in item.conversation if refs.intersection(u.ids)]
+    lines += [f"대상 발화 - 화자{u.speaker}: {u.text}" for u in targets]
+    lines += ["", "[Option]"]
+    lines += [f"{LETTERS[k]}. {item.options[i]}" for k, i in enumerate(order)]
+    return "\n".join(lines)
+
+
+def answer_letter(item: Item, order: Sequence[int] = IDENTITY) -> str:
+    if item.label_index is None:
+        raise ValueError(f"{item.id}: no label to render an answer from")
+    return LETTERS[list(order).index(item.label_index)]
+
+
+def wrap_alpaca(instruction: str, input_text: str) -> str:
+    return ALPACA_SYSTEM + ALPACA_TURN.format(instruction=instruction, input=input_text)
+
+
+def render_prompt(item: Item, order: Sequence[int] = IDENTITY) -> str:
+    """The exact text the model scores at inference (and is trained on, minus the answer)."""
+    return wrap_alpaca(INSTRUCTION, render_input(item, order))
+
+
+def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | None = None) -> dict:
+    """One training row. The answer letter comes first so that letter scoring stays valid
+    for rows augmented with a distilled rationale."""
+    output = answer_letter(item, order)
+    if rationale:
+        output = f"{output}\n근거: {rationale.strip()}"
+    return {"instruction": INSTRUCTION, "input": render_input(item, order), "output": output}
+
+
+def label_for_letter(order: Sequence[int], letter_index: int) -> str:
+    """Map a chosen letter under `order` back to the original option's label."""
+    return f"inference_{order[letter_index] + 1}"

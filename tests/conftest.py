@@ -1,0 +1,112 @@
+"""Shared fixtures: tiny Gemma-architecture models built inside the tests (no hub, no downloads).
+
+The tokenizer is a byte-level BPE trained by `tokenizers` on the sample data, so
+every Korean string encodes without unknown tokens and a training step takes
+well under a second.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _corpus() -> list[str]:
+    from maerak.prompt import ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION
+
+    texts = [ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION, "A B C [Conversation] [Question] [Option] 화자1 화자2 근거"]
+    for split in ("train", "dev", "test"):
+        for item in json.loads((SAMPLE / f"{split}.json").read_text(encoding="utf-8")):
+            inp = item["input"]
+            texts += [str(u["utterance"]) for u in inp["conversation"]]
+            texts += [inp["inference_1"], inp["inference_2"], inp["inference_3"]]
+    return texts
+
+
+def build_tiny_tokenizer(vocab_size: int = 2000):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    bos = tok.token_to_id("<bos>")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def build_tiny_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=2048,
+        sliding_window=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return Gemma3ForCausalLM(config)
+
+
+def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny Gemma-3 checkpoint (model + tokenizer), built once per test session."""
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("tiny-gemma") / "model")
+
+
+@pytest.fixture
+def tiny_model_copy(tiny_model_dir, tmp_path) -> Path:
+    """A private copy for tests that write into the checkpoint directory."""
+    dest = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, dest)
+    return dest
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
