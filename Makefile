@@ -68,7 +68,7 @@ test: $(STAMP) ## the test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests
 
 test-e2e: $(STAMP) ## slow end-to-end checks on the embedded model (not in `make test`)
-	$(VENV)/bin/python -m pytest -q -m e2e tests
+	$(VENV)/bin/python -m pytest -q -m e2e -o addopts="" tests
 
 bench: $(STAMP) ## benchmarks: dedup and inference throughput ratios
 	$(VENV)/bin/python bench/dedup.py

@@ -7,8 +7,8 @@ prompt scored at inference is byte-for-byte the prompt seen in training
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import permutations
-from typing import Sequence
 
 from maerak.schema import Item
 
@@ -22,7 +22,7 @@ INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 A, B
 # Axolotl's `alpaca` type (AlpacaPrompter, instruct style) wraps rows exactly like this.
 ALPACA_SYSTEM = (
     "Below is an instruction that describes a task, paired with an input that provides further "
-    "context. Write a response that appropriately completes the request."
+    "context. Write a response that appropriately completes the request.\n\n"
 )
 ALPACA_TURN = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
@@ -89,3 +89,20 @@ def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | Non
 def label_for_letter(order: Sequence[int], letter_index: int) -> str:
     """Map a chosen letter under `order` back to the original option's label."""
     return f"inference_{order[letter_index] + 1}"
+
+
+def answer_token_ids(tokenizer) -> list[int]:
+    """Token id of each answer letter, tokenized the way Axolotl's alpaca strategy tokenizes a
+    response: on its own, BOS stripped. The first response token is what training teaches the
+    model to predict after the prompt, so it is the one to score at inference."""
+    ids = []
+    for letter in LETTERS:
+        tokens = tokenizer(letter)["input_ids"]
+        if tokens and tokens[0] == tokenizer.bos_token_id:
+            tokens = tokens[1:]
+        if not tokens:
+            raise ValueError(f"tokenizer produced no token for answer letter {letter!r}")
+        ids.append(tokens[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"answer letters share a first token: {dict(zip(LETTERS, ids))}")
+    return ids

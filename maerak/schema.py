@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 CATEGORIES: tuple[str, ...] = ("원인", "후행사건", "전제", "동기", "반응")
 LABELS: tuple[str, ...] = ("inference_1", "inference_2", "inference_3")
