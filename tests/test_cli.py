@@ -1,0 +1,52 @@
+"""The user's entry points: run.sh verbs, make help, and the reproduce plan."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from maerak.cli import VERBS
+from maerak.profiles import auto_profile, get_profile
+from maerak.reproduce import plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_run_sh_help_lists_every_verb():
+    out = subprocess.run(["./run.sh", "--help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for verb in VERBS:
+        assert f"  {verb} " in out
+
+
+def test_run_sh_unknown_verb_fails():
+    res = subprocess.run(["./run.sh", "fly"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown verb 'fly'" in res.stderr
+
+
+def test_every_verb_module_has_main():
+    import importlib
+
+    for verb, (module, _) in VERBS.items():
+        assert callable(getattr(importlib.import_module(module), "main", None)), verb
+
+
+def test_make_help_lists_the_pipeline_targets():
+    out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for target in ("reproduce", "test", "setup", "validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "evaluate", "verify", "bench"):
+        assert f"  {target} " in out
+
+
+def test_reproduce_plan_runs_the_recipe_in_order():
+    steps = [s.name for s in plan(get_profile("sample"))]
+    assert steps == ["model", "validate", "prepare", "train-stage1+merge", "train-stage2", "submit", "predict-dev", "evaluate"]
+    # The competition profile downloads nothing itself: no embedded-model step.
+    assert [s.name for s in plan(get_profile("competition"))][0] == "validate"
+
+
+def test_auto_profile_is_sample_without_official_data(tmp_path):
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    name, why = auto_profile(tmp_path)
+    assert name == "sample" and "no official data" in why
+    for split in ("train", "dev", "test"):
+        (tmp_path / "data" / "raw" / f"{split}.json").write_text("[]")
+    name, why = auto_profile(tmp_path)
+    assert name == "sample" and "no CUDA GPU" in why  # this machine has none
