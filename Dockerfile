@@ -1,0 +1,93 @@
+# maerak: NIKL 2024 대화 맥락 추론 (나 유형) — reproducible GPU image.
+#
+# Base image: the official PyTorch image with torch 2.13.0 (CUDA 12.6, cuDNN 9),
+# the torch version requirements.lock was resolved against (torch is kept out
+# of the lock so that the image uses the CUDA build of its base).
+#   tag:    pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
+#   digest: sha256:6acf597eeb8e376a96580dde4952f37cc017fef732bb40bfc73f28f25e3f64b4
+# Source of the digest: not pulled from a registry here (no Docker engine and no
+# registry access on the development machines). It is the digest two unrelated
+# public repositories pin for this same tag (a lock script that resolves its
+# lock inside the image, and a test asserting torch.__version__ ==
+# "2.13.0+cu126" in an image built from it). Confirm it before a release with
+#   docker buildx imagetools inspect pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime
+# A wrong or withdrawn digest makes `docker build` fail at FROM; it cannot
+# silently give a different base.
+#
+# Python: this base ships Python 3.12 (system interpreter, PEP 668), not the
+# 3.11 of the development .venv. No official image with torch 2.13.0 and
+# Python 3.11 was found. Every line of requirements.lock resolves for cp312
+# manylinux x86_64 (checked with `pip install --dry-run --python-version 3.12
+# --platform manylinux... -r requirements.lock`: 257 of 257, the 7 sdists are
+# pure Python).
+#
+# Flash attention: the runtime base has no flash-attn package and no nvcc to
+# build one. Attention runs through torch's scaled_dot_product_attention, whose
+# CUDA backend includes FlashAttention-2 kernels (sm80+: A100/H100), picked by
+# transformers' attn_implementation="sdpa" / Axolotl `sdp_attention: true`.
+# Axolotl's `flash_attention: true` (the flash-attn package) is not available here.
+#
+# Secrets: none at build time. Pass HF_TOKEN at run time (`docker run -e HF_TOKEN`)
+# and only for the competition profile (gated google/gemma-2-9b-it).
+FROM pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime@sha256:6acf597eeb8e376a96580dde4952f37cc017fef732bb40bfc73f28f25e3f64b4
+
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+
+ARG UID=1000
+ARG GID=1000
+# Recorded in manifests written inside the container (the image has no .git).
+ARG GIT_COMMIT=unknown
+
+LABEL org.opencontainers.image.title="maerak" \
+      org.opencontainers.image.description="NIKL 2024 대화 맥락 추론 (나 유형): Axolotl QLoRA + full fine-tune of gemma-2-9b-it, reproducible" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_BREAK_SYSTEM_PACKAGES=1 \
+    HF_HOME=/cache/huggingface \
+    MAERAK_GIT_COMMIT=${GIT_COMMIT}
+# (run.sh sets AXOLOTL_DO_NOT_TRACK and the tokenizers' parallelism itself.)
+
+WORKDIR /workspace
+
+# Dependencies first (their layer is reused while only code changes).
+# --no-deps: the lock is a complete freeze, so exactly its pinned lines are
+# installed on top of the base; nothing unpinned is resolved. torch is the base's.
+COPY requirements.lock /workspace/requirements.lock
+RUN python3 -m pip install --no-cache-dir --no-deps -r /workspace/requirements.lock \
+    && python3 -c "import sys, torch; v = torch.__version__.split('+')[0]; assert v == '2.13.0', f'base torch {torch.__version__} != 2.13.0 (requirements.lock)'; print(sys.version, torch.__version__, torch.version.cuda)"
+
+# A non-root user. Ubuntu 24.04 bases already have `ubuntu` with UID 1000: it
+# is removed so that UID/GID (default 1000, usually the host user who owns the
+# bind-mounted data/, models/, outputs/) belong to `maerak`.
+RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu 2>/dev/null || true; fi \
+    && if getent group ubuntu >/dev/null; then groupdel ubuntu; fi \
+    && groupadd --gid "${GID}" maerak \
+    && useradd --uid "${UID}" --gid "${GID}" --create-home --shell /bin/bash maerak \
+    && mkdir -p /cache/huggingface /workspace/data /workspace/models /workspace/outputs \
+    && chown -R maerak:maerak /cache /workspace
+
+# The project code (the repository root is /workspace, so profiles.yml's
+# relative paths work). Licensed data, models and outputs are not in the
+# image: .dockerignore keeps them out, the volumes below bring them in.
+COPY --chown=maerak:maerak run.sh profiles.yml requirements.in Makefile /workspace/
+COPY --chown=maerak:maerak maerak /workspace/maerak
+COPY --chown=maerak:maerak preprocessing /workspace/preprocessing
+COPY --chown=maerak:maerak training /workspace/training
+COPY --chown=maerak:maerak inference /workspace/inference
+COPY --chown=maerak:maerak axolotl_configs /workspace/axolotl_configs
+COPY --chown=maerak:maerak data/sample /workspace/data/sample
+
+# Numeric, so that the host resolves it (files in the volumes are owned by UID:GID).
+USER ${UID}:${GID}
+
+# Smoke test: the entry point starts and lists its verbs.
+RUN ./run.sh --help >/dev/null
+
+VOLUME ["/workspace/data", "/workspace/models", "/workspace/outputs", "/cache/huggingface"]
+
+ENTRYPOINT ["/workspace/run.sh"]
+CMD ["--help"]

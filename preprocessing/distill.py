@@ -1,0 +1,203 @@
+"""Knowledge distillation: a teacher model writes a short Korean rationale for the
+correct answer of each training item; prepare adds `alpaca_row(item, order,
+rationale=...)` rows.
+
+The teacher is any local causal LM directory (transformers; vLLM when installed and a
+GPU is present). Answers are cached in a JSONL file keyed by item id + teacher +
+prompt hash, so a rerun asks the teacher nothing it has already answered. The cache is
+appended batch by batch (an interrupted run keeps what it finished; a torn last line
+is ignored).
+
+Standalone: `python -m preprocessing.distill --profile sample [--limit N]` fills the
+cache (and prints timing) without writing training files.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from maerak.prompt import render_input
+from maerak.schema import Item
+
+PROMPT = (
+    "다음 대화와 질문을 읽고, 정답 지문이 왜 올바른지 한두 문장의 한국어로 설명하세요. "
+    "기호(A, B, C)는 쓰지 말고 대화 내용을 근거로 드세요.\n\n{body}\n\n정답: {answer}\n근거:"
+)
+
+
+class Teacher(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[str]) -> list[str]: ...
+
+
+def teacher_prompt(item: Item) -> str:
+    body = render_input(item)
+    answer = item.options[item.label_index]
+    return PROMPT.format(body=body, answer=answer)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cache_key(item_id: str, teacher: str, prompt: str) -> str:
+    return sha(f"{item_id}\0{teacher}\0{sha(prompt)}")[:32]
+
+
+def tidy(text: str, max_chars: int = 300) -> str:
+    """Keep the first paragraph, at most two sentences and max_chars; no leading label."""
+    text = text.strip()
+    text = re.sub(r"^(근거|설명|정답)\s*[:：]\s*", "", text)
+    text = text.split("\n\n")[0].replace("\n", " ").strip()
+    sentences = re.findall(r".+?(?:[.!?。](?=\s|$)|$)", text)
+    text = " ".join(s.strip() for s in sentences[:2] if s.strip())
+    return text[:max_chars].strip()
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    cache: dict[str, dict] = {}
+    if not path.exists():
+        return cache
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+                cache[row["key"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a torn line from an interrupted run
+    return cache
+
+
+def distill(items: Sequence[Item], teacher: Teacher, cache_path: Path, batch_size: int = 4,
+            max_chars: int = 300, progress: bool = True) -> tuple[dict[str, str], dict]:
+    """Rationale per item id (raw teacher text tidied; '' when the teacher gave nothing)."""
+    from tqdm import tqdm
+
+    cache = read_cache(cache_path)
+    prompts = {it.id: teacher_prompt(it) for it in items}
+    keys = {it.id: cache_key(it.id, teacher.name, prompts[it.id]) for it in items}
+    todo = [it for it in items if keys[it.id] not in cache]
+    stats = {"items": len(items), "cached": len(items) - len(todo), "generated": 0, "teacher_calls": 0, "seconds": 0.0}
+    start = time.perf_counter()
+    if todo:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="distill", unit="item", disable=not progress) as bar:
+            for lo in range(0, len(todo), batch_size):
+                batch = todo[lo : lo + batch_size]
+                outputs = teacher.generate([prompts[it.id] for it in batch])
+                stats["teacher_calls"] += 1
+                if len(outputs) != len(batch):
+                    raise RuntimeError(f"teacher {teacher.name} returned {len(outputs)} outputs for {len(batch)} prompts")
+                for it, out in zip(batch, outputs):
+                    row = {"key": keys[it.id], "item_id": it.id, "teacher": teacher.name, "prompt_sha256": sha(prompts[it.id]), "text": out}
+                    cache[row["key"]] = row
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+                stats["generated"] += len(batch)
+                bar.update(len(batch))
+    stats["seconds"] = round(time.perf_counter() - start, 2)
+    return {it.id: tidy(cache[keys[it.id]]["text"], max_chars) for it in items}, stats
+
+
+# --- real teachers -------------------------------------------------------------------------------
+
+class TransformersTeacher:
+    """Greedy decoding with transformers on CPU or GPU; chat template when the tokenizer has one."""
+
+    def __init__(self, path: str | Path, max_new_tokens: int = 64, dtype: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path = str(path)
+        self.max_new_tokens = max_new_tokens
+        self.name = f"{Path(self.path).name}|transformers|greedy|{max_new_tokens}"
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch_dtype).to(device).eval()
+        self.device = device
+
+    def _format(self, prompt: str) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+        return prompt
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        import torch
+
+        texts = [self._format(p) for p in prompts]
+        add_special = not getattr(self.tokenizer, "chat_template", None)
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=add_special).to(self.device)
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
+
+
+class VLLMTeacher:
+    def __init__(self, path: str | Path, max_new_tokens: int = 64):
+        from vllm import LLM, SamplingParams
+
+        self.name = f"{Path(str(path)).name}|vllm|greedy|{max_new_tokens}"
+        self.llm = LLM(model=str(path))
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        msgs = [[{"role": "user", "content": p}] for p in prompts]
+        return [o.outputs[0].text for o in self.llm.chat(msgs, self.params, use_tqdm=False)]
+
+
+def load_teacher(path: str | Path, max_new_tokens: int = 64) -> Teacher:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"distill teacher {path}: no such model directory (build it with `./run.sh model`, or set distill.teacher)")
+    try:
+        import torch
+        import vllm  # noqa: F401
+
+        if torch.cuda.is_available():
+            return VLLMTeacher(path, max_new_tokens)
+    except ImportError:
+        pass
+    return TransformersTeacher(path, max_new_tokens)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from maerak.profiles import auto_profile, get_profile
+    from maerak.schema import load_items
+    from preprocessing.prepare import load_config, resolve
+
+    parser = argparse.ArgumentParser(prog="python -m preprocessing.distill", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile")
+    parser.add_argument("--teacher", help="model directory (default: distill.teacher in sources.yml)")
+    parser.add_argument("--limit", type=int, help="only the first N train items (timing)")
+    args = parser.parse_args(argv)
+    profile = get_profile(args.profile or auto_profile()[0])
+    profile.apply_env()
+    cfg = load_config(profile)
+    dcfg = cfg["distill"]
+    items, _ = load_items(profile.split_file("train"), require_labels=True)
+    items = items[: args.limit] if args.limit else items
+    teacher = load_teacher(args.teacher or resolve(profile, dcfg["teacher"]), int(dcfg["max_new_tokens"]))
+    rationales, stats = distill(items, teacher, profile.out / "cache" / "distill.jsonl", int(dcfg["batch_size"]), int(dcfg["max_chars"]))
+    print(json.dumps(stats, ensure_ascii=False))
+    for iid in list(rationales)[:3]:
+        print(f"{iid}: {rationales[iid]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

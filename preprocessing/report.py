@@ -1,0 +1,90 @@
+"""The prepare report: per source and step, items in, items out, and a line for every
+dropped item (id and reason). `check` enforces in == out + dropped for every step and
+that each step starts with what the previous one kept."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maerak.files import atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Step:
+    step: str
+    n_in: int
+    n_out: int = 0
+    dropped: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def drop(self, rid: str, reason: str) -> None:
+        self.dropped.append({"id": rid, "reason": reason})
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "in": self.n_in, "out": self.n_out, "dropped_count": len(self.dropped),
+                "dropped": self.dropped, "notes": self.notes}
+
+
+@dataclass
+class Report:
+    profile: str
+    sources: dict[str, dict] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add_source(self, name: str, kind: str, stages: tuple[int, ...], files: list[dict]) -> None:
+        self.sources[name] = {"kind": kind, "stages": list(stages), "files": files, "steps": []}
+
+    def add_step(self, source: str, step: Step) -> Step:
+        self.sources[source]["steps"].append(step)
+        return step
+
+    def check(self) -> list[str]:
+        errors = []
+        for name, src in self.sources.items():
+            prev = None
+            for st in src["steps"]:
+                if st.n_in != st.n_out + len(st.dropped):
+                    errors.append(f"{name}/{st.step}: in {st.n_in} != out {st.n_out} + dropped {len(st.dropped)}")
+                if prev is not None and st.n_in != prev.n_out:
+                    errors.append(f"{name}/{st.step}: in {st.n_in} != previous step's out {prev.n_out}")
+                prev = st
+        return errors
+
+    def as_dict(self) -> dict:
+        return {
+            "profile": self.profile,
+            "sources": {n: {**s, "steps": [st.as_dict() for st in s["steps"]]} for n, s in self.sources.items()},
+            **self.extra,
+        }
+
+    def markdown(self) -> str:
+        d = self.as_dict()
+        lines = [f"# Prepare report: profile `{self.profile}`", ""]
+        for stage, info in d.get("stages", {}).items():
+            by = ", ".join(f"{k} {v}" for k, v in info["by_source"].items()) or "-"
+            lines.append(f"- **{stage}**: {info['rows']} rows ({by}) -> `{info['file']}`")
+        lines += ["", "| source | step | in | out | dropped |", "|---|---|---:|---:|---:|"]
+        for name, src in d["sources"].items():
+            for st in src["steps"]:
+                lines.append(f"| {name} | {st['step']} | {st['in']} | {st['out']} | {st['dropped_count']} |")
+        for name, src in d["sources"].items():
+            files = ", ".join(f["path"] for f in src["files"]) or "none"
+            lines += ["", f"## {name} ({src['kind']}, stage {', '.join(map(str, src['stages']))})", f"files: {files}"]
+            for st in src["steps"]:
+                if st["dropped"] or st["notes"]:
+                    lines.append(f"### {st['step']}")
+                    lines += [f"- dropped `{x['id']}`: {x['reason']}" for x in st["dropped"]]
+                    lines += [f"- note: {n}" for n in st["notes"]]
+        cont = d.get("contamination", {})
+        if cont:
+            lines += ["", "## Contamination (train vs dev/test; eval items are never dropped)"]
+            pairs = cont.get("near_duplicates", []) + cont.get("shared_conversations", [])
+            lines += [f"- {c['kind']}: `{c['train']}` ~ `{c['eval']}` -> {c['action']}" for c in pairs] or ["- none found"]
+        if d.get("distill"):
+            lines += ["", "## Distillation", f"`{d['distill']}`"]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: Path) -> None:
+        atomic_write_json(folder / "report.json", self.as_dict())
+        atomic_write_text(folder / "report.md", self.markdown())

@@ -1,0 +1,237 @@
+"""Loaders, one per source kind named in preprocessing/sources.yml.
+
+- official / items: competition-schema JSON (the profile's train.json; 모두의 말뭉치
+  대화맥락추론 2023) through maerak.schema.load_items.
+- correction: source/corrected sentence pairs, JSONL or CSV with named columns.
+- magpie: JSONL or parquet with `conversations` (ShareGPT turns) or instruction /
+  response columns, read with Hugging Face `datasets` from the local file.
+
+A bad file raises maerak.schema.DataError whose problems name the file, the row and
+the field; nothing is written by prepare in that case.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maerak.schema import WARNING, DataError, Item, Problem, load_items, read_json
+
+
+@dataclass
+class Record:
+    """One unit of a source: a task item, or a generic alpaca row (correction, Magpie)."""
+
+    source: str
+    id: str
+    item: Item | None = None
+    row: dict | None = None
+
+
+@dataclass
+class Loaded:
+    name: str
+    kind: str
+    stages: tuple[int, ...]
+    files: list[Path] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    raw_count: int = 0
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _fail(path: Path, row: str, fld: str, message: str) -> DataError:
+    return DataError([Problem(str(path), row, fld, message)])
+
+
+def resolve_paths(patterns: list[str], root: Path, fmt: dict[str, str]) -> list[Path]:
+    found: list[Path] = []
+    for pattern in patterns:
+        pattern = pattern.format(**fmt)
+        full = pattern if Path(pattern).is_absolute() else str(root / pattern)
+        found += [Path(p) for p in sorted(glob.glob(full)) if Path(p).is_file()]
+    return list(dict.fromkeys(found))
+
+
+# --- task items --------------------------------------------------------------------------
+
+def load_task_file(path: Path, source: str, loaded: Loaded) -> None:
+    data = read_json(path)
+    if isinstance(data, list) and not data:
+        raise _fail(path, "-", "file", "empty: no items")
+    items, problems = load_items(path, require_labels=True)
+    loaded.raw_count += len(data) if isinstance(data, list) else 0
+    loaded.notes += [str(p) for p in problems if p.severity == WARNING]
+    loaded.records += [Record(source, it.id, item=it) for it in items]
+
+
+# --- correction pairs ----------------------------------------------------------------------
+
+def _pick(columns: list[str], names: list[str]) -> str | None:
+    return next((n for n in names if n in columns), None)
+
+
+def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None:
+    names_src = list(cfg["columns"]["source"])
+    names_dst = list(cfg["columns"]["corrected"])
+    instruction = cfg["instruction"]
+    rows: list[tuple[int, dict]] = []
+    text = _read_text(path)
+    if not text.strip():
+        raise _fail(path, "-", "file", "empty file")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        header = reader.fieldnames or []
+        for col, names in (("source", names_src), ("corrected", names_dst)):
+            if _pick(header, names) is None:
+                raise _fail(path, "row 0 (header)", col, f"no {col} column: need one of {names}; the header has {header}")
+        rows = [(n, r) for n, r in enumerate(reader, start=1)]
+        if not rows:
+            raise _fail(path, "-", "file", "empty: a header and no rows")
+    else:
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _fail(path, f"row {n}", "line", f"not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise _fail(path, f"row {n}", "line", f"expected a JSON object, got {type(obj).__name__}")
+            rows.append((n, obj))
+    for n, obj in rows:
+        src_col, dst_col = _pick(list(obj), names_src), _pick(list(obj), names_dst)
+        for col, found, names in (("source", src_col, names_src), ("corrected", dst_col, names_dst)):
+            if found is None:
+                raise _fail(path, f"row {n}", col, f"missing: need one of {names}; the row has {sorted(obj)}")
+        src, dst = obj[src_col], obj[dst_col]
+        for col, value in ((src_col, src), (dst_col, dst)):
+            if value is not None and not isinstance(value, (str, int, float)):
+                raise _fail(path, f"row {n}", col, f"expected text, got {type(value).__name__}")
+        rid = f"{path.name}:row {n}"
+        loaded.raw_count += 1
+        src, dst = ("" if src is None else str(src)).strip(), ("" if dst is None else str(dst)).strip()
+        if not src or not dst:
+            loaded.dropped.append((rid, f"empty {src_col if not src else dst_col}"))
+            continue
+        loaded.records.append(Record(source, rid, row={"instruction": instruction, "input": src, "output": dst}))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _fail(path, "-", "file", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise _fail(path, "-", "file", f"unreadable: {exc.strerror}") from None
+
+
+# --- Magpie-style instruction data -----------------------------------------------------------
+
+HUMAN = ("human", "user")
+ASSISTANT = ("gpt", "assistant", "model")
+
+
+def _turns(conv: Any, path: Path, n: int) -> tuple[str, str]:
+    """First user turn and the assistant turn that answers it."""
+    if not isinstance(conv, list) or not conv:
+        raise _fail(path, f"row {n}", "conversations", "expected a non-empty list of turns")
+    turns = []
+    for t, turn in enumerate(conv):
+        if not isinstance(turn, dict):
+            raise _fail(path, f"row {n}", f"conversations[{t}]", "expected an object with from/value or role/content")
+        who = turn.get("from", turn.get("role"))
+        what = turn.get("value", turn.get("content"))
+        if not isinstance(who, str) or not isinstance(what, (str, type(None))):
+            raise _fail(path, f"row {n}", f"conversations[{t}]", "expected from/value or role/content strings")
+        turns.append((who.lower(), what or ""))
+    for t in range(len(turns) - 1):
+        if turns[t][0] in HUMAN and turns[t + 1][0] in ASSISTANT:
+            return turns[t][1], turns[t + 1][1]
+    return "", ""
+
+
+def _read_dataset(path: Path):
+    import datasets
+
+    datasets.disable_progress_bars()
+    with tempfile.TemporaryDirectory(prefix="maerak-ds-") as cache:
+        try:
+            if path.suffix.lower() == ".parquet":
+                return datasets.Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
+            return datasets.Dataset.from_json(str(path), cache_dir=cache, keep_in_memory=True)
+        except Exception as exc:  # pyarrow / datasets raise many types for a bad file
+            raise _fail(path, "-", "file", f"unreadable as {path.suffix.lstrip('.') or 'data'}: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+
+def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None:
+    if path.suffix.lower() != ".parquet":
+        text = _read_text(path)
+        if not text.strip():
+            raise _fail(path, "-", "file", "empty file")
+        for n, line in enumerate(text.splitlines(), start=1):  # row numbers for JSON errors
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _fail(path, f"row {n}", "line", f"not valid JSON: {exc.msg}") from None
+            if not isinstance(obj, dict):
+                raise _fail(path, f"row {n}", "line", f"expected a JSON object, got {type(obj).__name__}")
+    elif path.stat().st_size == 0:
+        raise _fail(path, "-", "file", "empty file")
+    ds = _read_dataset(path)
+    if len(ds) == 0:
+        raise _fail(path, "-", "file", "empty: no rows")
+    cols = ds.column_names
+    ins_col = _pick(cols, list(cfg["columns"]["instruction"]))
+    res_col = _pick(cols, list(cfg["columns"]["response"]))
+    if "conversations" not in cols and (ins_col is None or res_col is None):
+        raise _fail(path, "row 1", "columns", f"need `conversations` or instruction/response columns "
+                    f"({cfg['columns']['instruction']} / {cfg['columns']['response']}); the file has {cols}")
+    limit = cfg.get("max_rows")
+    for n, obj in enumerate(ds, start=1):
+        if limit is not None and n > int(limit):
+            loaded.notes.append(f"{path.name}: read the first {limit} rows (magpie.max_rows)")
+            break
+        if "conversations" in cols and obj.get("conversations") is not None:
+            q, a = _turns(obj["conversations"], path, n)
+        else:
+            q, a = obj.get(ins_col), obj.get(res_col)
+            for col, value in ((ins_col, q), (res_col, a)):
+                if value is not None and not isinstance(value, str):
+                    raise _fail(path, f"row {n}", col, f"expected text, got {type(value).__name__}")
+        rid = f"{path.name}:row {n}"
+        loaded.raw_count += 1
+        q, a = (q or "").strip(), (a or "").strip()
+        if not q or not a:
+            loaded.dropped.append((rid, "empty instruction" if not q else "empty response"))
+            continue
+        loaded.records.append(Record(source, rid, row={"instruction": q, "input": "", "output": a}))
+
+
+# --- dispatch -------------------------------------------------------------------------------
+
+def load_source(spec: dict, root: Path, fmt: dict[str, str], cfg: dict) -> Loaded:
+    name, kind = spec["name"], spec["kind"]
+    loaded = Loaded(name=name, kind=kind, stages=tuple(int(s) for s in spec.get("stages", [])))
+    loaded.files = resolve_paths([str(p) for p in spec.get("paths", [])], root, fmt)
+    if not loaded.files:
+        if spec.get("required"):
+            raise DataError([Problem(", ".join(spec.get("paths", [])).format(**fmt), "-", "file", f"source {name!r}: no such file")])
+        loaded.notes.append(f"no files match {spec.get('paths')}: source skipped")
+        return loaded
+    for path in loaded.files:
+        if kind in ("official", "items"):
+            load_task_file(path, name, loaded)
+        elif kind == "correction":
+            load_correction_file(path, name, loaded, cfg["correction"])
+        elif kind == "magpie":
+            load_magpie_file(path, name, loaded, cfg["magpie"])
+        else:
+            raise ValueError(f"sources.yml: source {name!r} has unknown kind {kind!r}")
+    return loaded
