@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timings["total"] = round(time.perf_counter() - total, 1)
     atomic_write_json(profile.out / "timings.json", timings)
-    manifest = write_manifest(profile)
+    manifest = write_manifest(profile, extra={"timings": timings})
     print("\n=== done")
     for step, seconds in timings.items():
         print(f"  {step:<20} {seconds:>8.1f} s")

@@ -204,3 +204,11 @@ def clean_item(item: Item, rules: Rules) -> Cleaned:
     if not utterances:
         return Cleaned(None, "conversation is empty after cleaning", tuple(notes))
     return Cleaned(dataclasses.replace(item, conversation=tuple(utterances)), "", tuple(notes))
+
+
+def model_view(items: list[Item], rules: Rules | None = None) -> list[Item]:
+    """Items as the model sees them: cleaned exactly as training data was. Inference scores
+    these, so prompts at test time match prompts in training. An item that cleaning would
+    drop (empty conversation) is scored as it is; `raw` stays untouched for the submission."""
+    rules = rules or load_rules()
+    return [clean_item(it, rules).item or it for it in items]

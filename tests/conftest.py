@@ -73,6 +73,8 @@ def build_tiny_model(tokenizer, seed: int = 0):
         head_dim=16,
         max_position_embeddings=2048,
         sliding_window=64,
+        # One full-attention layer, so padding-mask bugs are visible on long prompts.
+        layer_types=["sliding_attention", "full_attention"],
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

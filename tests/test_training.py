@@ -204,3 +204,12 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
     assert logits.shape == (1, batch["input_ids"].shape[1], len(tokenizer))
     assert torch.isfinite(logits).all()
     assert not torch.allclose(logits, base_logits)  # training changed the weights
+    # ... and the stage-2 checkpoint writes a valid submission through the user's verb.
+    from inference.check_submission import main as check_main
+    from inference.submit import main as submit_main
+
+    submission = tmp_path / "submission.json"
+    test_file = sample_dir / "test.json"
+    assert submit_main(["--profile", "sample", "--model", str(out), "--input", str(test_file),
+                        "--output", str(submission), "--quiet"]) == 0
+    assert check_main(["--submission", str(submission), "--test", str(test_file)]) == 0

@@ -1,0 +1,408 @@
+"""Letter scoring: one forward per prompt, logits only at the last position.
+
+For every (item, order) the prompt from `maerak.prompt.render_prompt` is scored
+once; the logits of the three answer letters at the last prompt position give
+probabilities over the letters (softmax over the three logits), which `order`
+maps back to the ORIGINAL options. Permutation TTA averages those mapped
+probabilities over several orders; ensembles combine checkpoints by mean or vote.
+
+Pure helpers (`letter_probs`, `to_original`, `average`, `combine`, `argmax_first`)
+take numbers and return numbers; `Scorer` is the model edge; `ScoreCache` is the
+resume edge (a JSONL file of letter logits keyed by item id + model fingerprint +
+order + prompt hash + scoring setup).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, render_prompt
+from maerak.schema import Item
+
+TTA_ORDERS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": (IDENTITY,),
+    "cyclic": CYCLIC_ORDERS,
+    "all": ALL_ORDERS,
+}
+ENSEMBLE_MODES = ("mean", "vote")
+
+
+# ---------------------------------------------------------------- pure helpers
+def orders_for(tta: str) -> tuple[tuple[int, ...], ...]:
+    if tta not in TTA_ORDERS:
+        raise ValueError(f"unknown tta {tta!r}; expected one of {', '.join(TTA_ORDERS)}")
+    return TTA_ORDERS[tta]
+
+
+def letter_probs(logits: Sequence[float]) -> list[float]:
+    """Softmax over the three letter logits (float64, max-shifted)."""
+    top = max(logits)
+    exps = [math.exp(x - top) for x in logits]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def to_original(letter_p: Sequence[float], order: Sequence[int]) -> list[float]:
+    """order[k] is the original option shown at letter k: p_orig[order[k]] = p_letter[k]."""
+    out = [0.0, 0.0, 0.0]
+    for k, i in enumerate(order):
+        out[i] = float(letter_p[k])
+    return out
+
+
+def average(rows: Sequence[Sequence[float]]) -> list[float]:
+    n = len(rows)
+    return [sum(r[i] for r in rows) / n for i in range(3)]
+
+
+def argmax_first(values: Sequence[float]) -> int:
+    """Index of the largest value; ties go to the LOWEST index (deterministic)."""
+    best = 0
+    for i in range(1, len(values)):
+        if values[i] > values[best]:
+            best = i
+    return best
+
+
+def combine(per_model: Sequence[Sequence[float]], mode: str = "mean") -> tuple[int, list[float]]:
+    """Combine per-model option probabilities into (chosen option index, combined probs).
+
+    mean: average the probabilities, argmax; exact ties -> lowest option index.
+    vote: each model votes for its argmax (its own ties -> lowest index); the option
+      with most votes wins; a tie in votes is broken by the higher mean probability
+      among the tied options, then by the lowest option index.
+    The returned probabilities are the mean probabilities in both modes.
+    """
+    if mode not in ENSEMBLE_MODES:
+        raise ValueError(f"unknown ensemble mode {mode!r}; expected mean or vote")
+    mean = average(per_model)
+    if mode == "mean":
+        return argmax_first(mean), mean
+    votes = [0, 0, 0]
+    for probs in per_model:
+        votes[argmax_first(probs)] += 1
+    top = max(votes)
+    tied = [i for i in range(3) if votes[i] == top]
+    best = tied[0]
+    for i in tied[1:]:
+        if mean[i] > mean[best]:
+            best = i
+    return best, mean
+
+
+def label_of(index: int) -> str:
+    return f"inference_{index + 1}"
+
+
+# ---------------------------------------------------------------- tokens
+
+
+# ---------------------------------------------------------------- fingerprints
+def model_fingerprint(model_dir: str | Path) -> str:
+    """A cheap, content-based id of a checkpoint: full sha256 of config/tokenizer files,
+    and for weight files their size plus sha256 of the first, middle and last MiB.
+    (Hashing 18 GB of gemma-2-9b weights on every submit would take minutes.)"""
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    chunk = 1 << 20
+    for p in sorted(x for x in root.rglob("*") if x.is_file() and not x.name.startswith(".")):
+        rel = str(p.relative_to(root))
+        size = p.stat().st_size
+        h.update(f"{rel}\0{size}\0".encode())
+        if p.suffix in (".json", ".model", ".txt", ".jinja") or size <= 3 * chunk:
+            h.update(p.read_bytes())
+        else:
+            with open(p, "rb") as fh:
+                for offset in (0, size // 2, size - chunk):
+                    fh.seek(offset)
+                    h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- cache
+@dataclass(frozen=True)
+class Request:
+    item_id: str
+    order: tuple[int, ...]
+    prompt: str
+
+    @property
+    def order_key(self) -> str:
+        return "".join(str(i) for i in self.order)
+
+
+class ScoreCache:
+    """Append-only JSONL of letter logits. One line per scored (item, order) under
+    one model/setup; a torn last line (interrupted write) is ignored on reading."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path else None
+        self.rows: dict[str, list[float]] = {}
+        if self.path and self.path.exists():
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                        self.rows[row["key"]] = [float(x) for x in row["logits"]]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+
+    @staticmethod
+    def key(fingerprint: str, req: Request) -> str:
+        return f"{req.item_id}|{fingerprint}|{req.order_key}|{prompt_hash(req.prompt)}"
+
+    def get(self, fingerprint: str, req: Request) -> list[float] | None:
+        return self.rows.get(self.key(fingerprint, req))
+
+    def put_many(self, fingerprint: str, pairs: Iterable[tuple[Request, list[float]]]) -> None:
+        lines = []
+        for req, logits in pairs:
+            k = self.key(fingerprint, req)
+            self.rows[k] = list(logits)
+            lines.append(json.dumps({"key": k, "id": req.item_id, "model": fingerprint, "order": req.order_key,
+                                     "logits": list(logits)}, ensure_ascii=False) + "\n")
+        if self.path and lines:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a+b") as fh:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell():
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":  # a torn line from an interrupted write: end it
+                        lines.insert(0, "\n")
+                fh.write("".join(lines).encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+
+
+# ---------------------------------------------------------------- model edge
+def resolve_dtype(name: str, device: str):
+    import torch
+
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise ValueError(f"unknown dtype {name!r}; expected float32, bfloat16 or float16")
+    dtype = table[name]
+    if device.startswith("cuda") and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16  # pre-Ampere GPUs
+    return dtype
+
+
+def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Length-sorted batches (longest first, so memory trouble shows at once); stable,
+    so the batching depends only on the requests, not on what the cache holds."""
+    idx = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+
+
+class Scorer:
+    """Loads one checkpoint and returns letter logits at the last prompt position."""
+
+    def __init__(self, model_dir: str | Path, dtype: str = "float32", batch_size: int = 4,
+                 max_length: int = 1024, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype_name = dtype
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = int(batch_size)
+        self.max_length = int(max_length)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        kwargs = {"dtype": self.dtype}
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(self.model_dir)
+        # Gemma-2 soft-caps attention logits; only the eager kernel applies the cap.
+        if getattr(config, "attn_logit_softcapping", None):
+            kwargs["attn_implementation"] = "eager"
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_dir, **kwargs).to(self.device).eval()
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self.letter_ids: list[int] | None = None
+        self.fingerprint = hashlib.sha256(
+            f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}".encode()
+        ).hexdigest()[:16]
+        self.truncated: list[str] = []
+
+    def encode(self, prompt: str, item_id: str = "") -> list[int]:
+        if self.letter_ids is None:
+            self.letter_ids = answer_token_ids(self.tokenizer)
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        if len(ids) > self.max_length:
+            # Keep the end: the options and the answer position matter more than the preamble.
+            ids = ids[-self.max_length :]
+            if item_id not in self.truncated:
+                self.truncated.append(item_id)
+        return list(ids)
+
+    def forward_last(self, batch: Sequence[Sequence[int]]):
+        """Letter logits (float32 tensor [B, 3]) for left-padded token-id lists."""
+        import torch
+
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, ids in enumerate(batch):
+            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
+            mask[r, width - len(ids):] = 1
+        # Positions count real tokens only, so a padded row sees the positions it sees alone.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
+            return out.logits[:, -1, self.letter_ids].float().cpu()
+
+    def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
+              on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
+        """Letter logits for every request. Batches whose requests are all cached are skipped;
+        each scored batch is appended to the cache before the next one starts."""
+        self.truncated = []
+        encoded = [self.encode(r.prompt, r.item_id) for r in requests]
+        results: list[list[float] | None] = [None] * len(requests)
+        plan = buckets([len(e) for e in encoded], self.batch_size)
+        done = 0
+        for b, idx in enumerate(plan):
+            cached = [cache.get(self.fingerprint, requests[i]) if cache else None for i in idx]
+            if all(c is not None for c in cached):
+                for i, c in zip(idx, cached):
+                    results[i] = c
+            else:
+                logits = self.forward_last([encoded[i] for i in idx]).tolist()
+                for i, row in zip(idx, logits):
+                    results[i] = [float(x) for x in row]
+                if cache is not None:
+                    cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in idx])
+            done += len(idx)
+            if progress:
+                print(f"\r  scored {done}/{len(requests)}", end="", file=sys.stderr, flush=True)
+            if on_batch is not None:
+                on_batch(b, done)
+        if progress:
+            print(file=sys.stderr)
+        return [r for r in results]  # type: ignore[misc]
+
+    def close(self) -> None:
+        import gc
+
+        del self.model
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+class VllmScorer:
+    """Optional GPU backend: vLLM prompt logprobs of prompt + letter (one prompt per letter;
+    prefix caching shares the prompt). log p(A) - log p(B) equals logit(A) - logit(B), so a
+    softmax over the three logprobs is the softmax over the three letter logits.
+    Used only when `import vllm` works and CUDA is present. Not exercised on CPU CI."""
+
+    def __init__(self, model_dir: str | Path, dtype: str = "bfloat16", batch_size: int = 16, max_length: int = 1024):
+        from transformers import AutoTokenizer
+        from vllm import LLM  # noqa: F401  (import guarded by available_backends)
+
+        self.model_dir = Path(model_dir)
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.llm = LLM(model=str(self.model_dir), dtype=dtype, max_model_len=self.max_length + 1,
+                       enable_prefix_caching=True, seed=0)
+        self.letter_ids: list[int] | None = None
+        self.fingerprint = hashlib.sha256(
+            f"{model_fingerprint(self.model_dir)}|vllm|{dtype}|{self.max_length}".encode()).hexdigest()[:16]
+        self.truncated: list[str] = []
+
+    def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
+              on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo and self.letter_ids is None:
+            self.letter_ids = answer_token_ids(self.tokenizer)
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        step = max(1, self.batch_size * 16)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            prompts = []
+            for i in chunk:
+                ids = self.tokenizer(requests[i].prompt)["input_ids"][-self.max_length :]
+                prompts += [TokensPrompt(prompt_token_ids=ids + [t]) for t in self.letter_ids]
+            outs = self.llm.generate(prompts, params, use_tqdm=progress)
+            pairs = []
+            for n, i in enumerate(chunk):
+                row = []
+                for k, t in enumerate(self.letter_ids):
+                    last = outs[3 * n + k].prompt_logprobs[-1]
+                    row.append(float(last[t].logprob))
+                results[i] = row
+                pairs.append((requests[i], row))
+            if cache is not None:
+                cache.put_many(self.fingerprint, pairs)
+            if on_batch is not None:
+                on_batch(start // step, start + len(chunk))
+        return [r for r in results]  # type: ignore[misc]
+
+    def close(self) -> None:
+        del self.llm
+
+
+def vllm_available() -> bool:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        import vllm  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def make_scorer(model_dir: str | Path, backend: str = "auto", **kwargs):
+    """transformers by default; vLLM only when asked (or auto) and importable with CUDA."""
+    if backend == "vllm" or (backend == "auto" and vllm_available()):
+        if not vllm_available():
+            raise SystemExit("--backend vllm needs `import vllm` to work and a CUDA GPU")
+        return VllmScorer(model_dir, **kwargs)
+    return Scorer(model_dir, **kwargs)
+
+
+# ---------------------------------------------------------------- items -> probabilities
+def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]]) -> list[Request]:
+    return [Request(it.id, tuple(o), render_prompt(it, o)) for it in items for o in orders]
+
+
+def item_probs(items: Sequence[Item], requests: Sequence[Request], logits: Sequence[Sequence[float]]
+               ) -> dict[str, list[float]]:
+    """Per item: probabilities over the ORIGINAL options, averaged over its orders."""
+    rows: dict[str, list[list[float]]] = {it.id: [] for it in items}
+    for req, lg in zip(requests, logits):
+        rows[req.item_id].append(to_original(letter_probs(lg), req.order))
+    return {iid: average(r) for iid, r in rows.items()}
+
+
+def score_items(scorer, items: Sequence[Item], tta: str = "none", cache: ScoreCache | None = None,
+                on_batch: Callable[[int, int], None] | None = None, progress: bool = False
+                ) -> dict[str, list[float]]:
+    requests = build_requests(items, orders_for(tta))
+    logits = scorer.score(requests, cache=cache, on_batch=on_batch, progress=progress)
+    return item_probs(items, requests, logits)

@@ -1,0 +1,140 @@
+"""`./run.sh submit`: score items with one or more checkpoints and write the submission.
+
+The output is the input array with `output` filled (overwritten for labeled
+inputs, which is how dev predictions are made), written atomically only after
+every item is scored and the in-memory result passes the submission checks.
+Next to it goes `<output stem>.probs.json` (per-item option probabilities).
+Scores are cached per (item, order, model) in a JSONL file, so an interrupted
+run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from inference.check_submission import check_submission_data, check_submission_file
+from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, label_of, make_scorer, score_items
+from maerak.files import atomic_write_json, dumps_json
+from maerak.profiles import auto_profile, get_profile, seed_everything
+from maerak.schema import DataError, load_items, read_json
+from preprocessing.clean import model_view
+
+
+def probs_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".probs.json")
+
+
+def default_cache(output: Path) -> Path:
+    return output.with_name(output.stem + ".cache.jsonl")
+
+
+def build_submission(raw: list, outputs: dict[str, str]) -> list[dict]:
+    """The RAW input array with only `output` replaced: fields the schema normalises
+    (integer utterances, list utterance ids...) stay exactly what the user gave us."""
+    return [{**r, "output": outputs[r["id"]]} for r in raw]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="./run.sh submit", description=__doc__.splitlines()[0])
+    p.add_argument("--profile", default=None, help="profile in profiles.yml (default: auto)")
+    p.add_argument("--model", nargs="+", action="extend", default=None, metavar="DIR",
+                   help="checkpoint(s); several make an ensemble (default: the profile's stage-2 dir)")
+    p.add_argument("--input", type=Path, default=None, help="items to score (default: the profile's test file)")
+    p.add_argument("--output", type=Path, default=None, help="where to write (default: outputs/<profile>/submission.json)")
+    p.add_argument("--tta", choices=tuple(TTA_ORDERS), default=None, help="permutation TTA (default: profile scoring.tta)")
+    p.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean", help="how several models combine")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: profile scoring.dtype)")
+    p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="transformers",
+                   help="vllm needs `import vllm` and CUDA; auto picks it when available")
+    p.add_argument("--cache", type=Path, default=None, help="score cache JSONL (default: <output stem>.cache.jsonl)")
+    p.add_argument("--no-cache", action="store_true", help="score everything afresh and keep no cache")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = None) -> int:
+    profile = get_profile(args.profile or auto_profile()[0])
+    profile.apply_env()
+    seed_everything(profile.seed)
+    scoring = profile.scoring
+    models = [Path(m) for m in (args.model or [profile.stage2_dir])]
+    input_path = args.input or profile.split_file("test")
+    output = args.output or profile.submission
+    tta = args.tta or scoring.get("tta", "none")
+    batch_size = args.batch_size or int(scoring.get("batch_size", 4))
+    max_length = args.max_length or int(scoring.get("max_length", 1024))
+    dtype = args.dtype or scoring.get("dtype", "float32")
+
+    missing = [str(m) for m in models if not (m / "config.json").exists()]
+    if missing:
+        print(f"error: no checkpoint (config.json) in: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    try:
+        raw = read_json(input_path)
+        items, warnings = load_items(input_path)
+        scored_items = model_view(items)  # cleaned exactly as the training rows were
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for w in warnings:
+        if not args.quiet:
+            print(w, file=sys.stderr)
+    if not items:
+        print(f"error: {input_path}: no items to score", file=sys.stderr)
+        return 1
+
+    cache = None if args.no_cache else ScoreCache(args.cache or default_cache(output))
+    per_model: list[dict[str, list[float]]] = []
+    model_info = []
+    for m in models:
+        if not args.quiet:
+            print(f"scoring {len(items)} items with {m} (tta={tta}, dtype={dtype}, batch={batch_size})", file=sys.stderr)
+        kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length}
+        scorer = make_scorer(m, backend=args.backend, **kwargs)
+        probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
+        if scorer.truncated:
+            print(f"warning: {len(scorer.truncated)} prompt(s) longer than {max_length} tokens were cut from the "
+                  f"left: {', '.join(scorer.truncated[:5])}{' ...' if len(scorer.truncated) > 5 else ''}", file=sys.stderr)
+        per_model.append(probs)
+        model_info.append({"dir": str(m), "fingerprint": scorer.fingerprint})
+        scorer.close()
+
+    outputs: dict[str, str] = {}
+    prob_rows = []
+    for it in items:
+        rows = [pm[it.id] for pm in per_model]
+        choice, mean = combine(rows, args.ensemble)
+        outputs[it.id] = label_of(choice)
+        prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
+                          **({"per_model": rows} if len(rows) > 1 else {})})
+
+    submission = build_submission(raw, outputs)
+    problems = check_submission_data(submission, raw, str(output), str(input_path),
+                                     data=dumps_json(submission).encode("utf-8"))
+    if problems:
+        print(f"refusing to write {output}:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 1
+    atomic_write_json(probs_path(output), {"models": model_info, "tta": tta, "ensemble": args.ensemble,
+                                           "items": prob_rows})
+    atomic_write_json(output, submission)
+    problems = check_submission_file(output, input_path)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1
+    print(f"wrote {output} ({len(submission)} items; checked) and {probs_path(output)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
