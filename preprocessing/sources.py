@@ -75,6 +75,22 @@ def _pick(columns: list[str], names: list[str]) -> str | None:
     return next((n for n in names if n in columns), None)
 
 
+def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(row number, object) for each non-blank JSONL line; an error names the row."""
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(path, f"row {n}", "line", f"not valid JSON: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise _fail(path, f"row {n}", "line", f"expected a JSON object, got {type(obj).__name__}")
+        rows.append((n, obj))
+    return rows
+
+
 def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None:
     names_src = list(cfg["columns"]["source"])
     names_dst = list(cfg["columns"]["corrected"])
@@ -93,16 +109,7 @@ def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> 
         if not rows:
             raise _fail(path, "-", "file", "empty: a header and no rows")
     else:
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(path, f"row {n}", "line", f"not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise _fail(path, f"row {n}", "line", f"expected a JSON object, got {type(obj).__name__}")
-            rows.append((n, obj))
+        rows = jsonl_rows(path, text)
     for n, obj in rows:
         src_col, dst_col = _pick(list(obj), names_src), _pick(list(obj), names_dst)
         for col, found, names in (("source", src_col, names_src), ("corrected", dst_col, names_dst)):
@@ -173,15 +180,7 @@ def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None
         text = _read_text(path)
         if not text.strip():
             raise _fail(path, "-", "file", "empty file")
-        for n, line in enumerate(text.splitlines(), start=1):  # row numbers for JSON errors
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise _fail(path, f"row {n}", "line", f"not valid JSON: {exc.msg}") from None
-            if not isinstance(obj, dict):
-                raise _fail(path, f"row {n}", "line", f"expected a JSON object, got {type(obj).__name__}")
+        jsonl_rows(path, text)  # row numbers for JSON errors before `datasets` reads it
     elif path.stat().st_size == 0:
         raise _fail(path, "-", "file", "empty file")
     ds = _read_dataset(path)
