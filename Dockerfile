@@ -22,10 +22,10 @@
 # pure Python).
 #
 # Flash attention: the runtime base has no flash-attn package and no nvcc to
-# build one. Attention runs through torch's scaled_dot_product_attention, whose
-# CUDA backend includes FlashAttention-2 kernels (sm80+: A100/H100), picked by
-# transformers' attn_implementation="sdpa" / Axolotl `sdp_attention: true`.
-# Axolotl's `flash_attention: true` (the flash-attn package) is not available here.
+# build one, so the competition configs use eager attention (Gemma-2's logit
+# softcapping; Axolotl isolates packed samples with a block-diagonal mask).
+# Scoring does the same for soft-capped models and uses SDPA (FlashAttention-2
+# kernels on sm80+) otherwise.
 #
 # Secrets: none at build time. Pass HF_TOKEN at run time (`docker run -e HF_TOKEN`)
 # and only for the competition profile (gated google/gemma-2-9b-it).

@@ -49,7 +49,8 @@ def test_competition_stage2_carries_the_recipe():
     assert (cfg["micro_batch_size"], cfg["gradient_accumulation_steps"]) == (3, 5)
     assert cfg["sample_packing"] is True and cfg["pad_to_sequence_len"] is True
     assert cfg["bf16"] is True and cfg["sequence_len"] == 1024
-    assert cfg["attn_implementation"] == "flash_attention_2"
+    # Gemma-2's softcapping: eager (or flash-attn), never SDPA, which drops it.
+    assert cfg["attn_implementation"] in ("eager", "flash_attention_2")
     assert [d["type"] for d in cfg["datasets"]] == ["alpaca"]
 
 
