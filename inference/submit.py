@@ -18,7 +18,7 @@ from inference.check_submission import check_submission_data, check_submission_f
 from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, label_of, make_scorer, score_items
 from maerak.files import atomic_write_json, dumps_json
 from maerak.profiles import auto_profile, get_profile, seed_everything
-from maerak.schema import DataError, load_items, read_json
+from maerak.schema import DataError, load_items, with_outputs
 from preprocessing.clean import model_view
 
 
@@ -28,12 +28,6 @@ def probs_path(output: Path) -> Path:
 
 def default_cache(output: Path) -> Path:
     return output.with_name(output.stem + ".cache.jsonl")
-
-
-def build_submission(raw: list, outputs: dict[str, str]) -> list[dict]:
-    """The RAW input array with only `output` replaced: fields the schema normalises
-    (integer utterances, list utterance ids...) stay exactly what the user gave us."""
-    return [{**r, "output": outputs[r["id"]]} for r in raw]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +68,6 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         print(f"error: no checkpoint (config.json) in: {', '.join(missing)}", file=sys.stderr)
         return 1
     try:
-        raw = read_json(input_path)
         items, warnings = load_items(input_path)
         scored_items = model_view(items)  # cleaned exactly as the training rows were
     except DataError as exc:
@@ -112,8 +105,9 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
                           **({"per_model": rows} if len(rows) > 1 else {})})
 
-    submission = build_submission(raw, outputs)
-    problems = check_submission_data(submission, raw, str(output), str(input_path),
+    # Each item's raw dict is the input exactly as given: only `output` changes.
+    submission = with_outputs(items, outputs)
+    problems = check_submission_data(submission, [it.raw for it in items], str(output), str(input_path),
                                      data=dumps_json(submission).encode("utf-8"))
     if problems:
         print(f"refusing to write {output}:", file=sys.stderr)

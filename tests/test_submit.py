@@ -56,10 +56,10 @@ def test_two_runs_give_identical_bytes(tiny_model_dir, sample_dir, tmp_path):
 
 @pytest.mark.parametrize("breakage", ["drop_last", "rename_id", "duplicate", "swap_order"])
 def test_refuses_to_write_when_ids_or_count_differ(tiny_model_dir, sample_dir, tmp_path, monkeypatch, capsys, breakage):
-    real = submit.build_submission
+    real = submit.with_outputs
 
-    def broken(raw, outputs):
-        rows = real(raw, outputs)
+    def broken(items, outputs):
+        rows = real(items, outputs)
         if breakage == "drop_last":
             return rows[:-1]
         if breakage == "rename_id":
@@ -70,7 +70,7 @@ def test_refuses_to_write_when_ids_or_count_differ(tiny_model_dir, sample_dir, t
             rows[0], rows[1] = rows[1], rows[0]
         return rows
 
-    monkeypatch.setattr(submit, "build_submission", broken)
+    monkeypatch.setattr(submit, "with_outputs", broken)
     out = tmp_path / "submission.json"
     assert run_submit(tiny_model_dir, sample_dir / "test.json", out) == 1
     assert not out.exists()
