@@ -43,6 +43,8 @@ def deep_merge(base: dict, over: dict) -> dict:
 def load_config(profile: Profile, path: str | Path | None = None) -> dict:
     path = Path(path or profile.settings.get("sources", DEFAULT_CONFIG))
     path = path if path.is_absolute() else profile.root / path
+    if not path.is_file():
+        raise SystemExit(f"{path}: -: file: no such sources config (see preprocessing/README.md)")
     with open(path, encoding="utf-8") as fh:
         cfg = yaml.safe_load(fh)
     cfg = deep_merge(cfg, (cfg.get("profiles") or {}).get(profile.name, {}))

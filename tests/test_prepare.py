@@ -155,3 +155,12 @@ def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):
     (profile.root / "data" / "external" / "correction" / "pairs.csv").unlink()
     assert prepare.main(["--profile", "t", "--quiet"]) == 0
     assert (profile.prepared / "stage1.jsonl").exists()
+
+
+def test_missing_sources_config_is_a_clear_error(tmp_path):
+    from maerak.profiles import get_profile
+    from preprocessing.prepare import load_config
+
+    with pytest.raises(SystemExit) as exc:
+        load_config(get_profile("sample"), tmp_path / "nope.yml")
+    assert "nope.yml: -: file: no such sources config" in str(exc.value)
