@@ -14,14 +14,13 @@ order + prompt hash + scoring setup).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from maerak.files import append_jsonl, read_keyed_jsonl
 from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, render_prompt
 from maerak.schema import Item
 
@@ -148,14 +147,12 @@ class ScoreCache:
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
         self.rows: dict[str, list[float]] = {}
-        if self.path and self.path.exists():
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                        self.rows[row["key"]] = [float(x) for x in row["logits"]]
-                    except (ValueError, KeyError, TypeError):
-                        continue
+        if self.path:
+            for k, row in read_keyed_jsonl(self.path).items():
+                try:
+                    self.rows[k] = [float(x) for x in row["logits"]]
+                except (KeyError, TypeError, ValueError):
+                    continue
 
     @staticmethod
     def key(fingerprint: str, req: Request) -> str:
@@ -165,23 +162,13 @@ class ScoreCache:
         return self.rows.get(self.key(fingerprint, req))
 
     def put_many(self, fingerprint: str, pairs: Iterable[tuple[Request, list[float]]]) -> None:
-        lines = []
+        rows = []
         for req, logits in pairs:
             k = self.key(fingerprint, req)
             self.rows[k] = list(logits)
-            lines.append(json.dumps({"key": k, "id": req.item_id, "model": fingerprint, "order": req.order_key,
-                                     "logits": list(logits)}, ensure_ascii=False) + "\n")
-        if self.path and lines:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a+b") as fh:
-                fh.seek(0, os.SEEK_END)
-                if fh.tell():
-                    fh.seek(-1, os.SEEK_END)
-                    if fh.read(1) != b"\n":  # a torn line from an interrupted write: end it
-                        lines.insert(0, "\n")
-                fh.write("".join(lines).encode("utf-8"))
-                fh.flush()
-                os.fsync(fh.fileno())
+            rows.append({"key": k, "id": req.item_id, "model": fingerprint, "order": req.order_key, "logits": list(logits)})
+        if self.path:
+            append_jsonl(self.path, rows)
 
 
 # ---------------------------------------------------------------- model edge

@@ -67,3 +67,39 @@ def sha256_tree(path: str | Path) -> dict[str, str]:
         for p in sorted(path.rglob("*"))
         if p.is_file() and not p.name.startswith(".")
     }
+
+
+def read_keyed_jsonl(path: str | Path, key: str = "key") -> dict[str, dict]:
+    """Rows of an append-only JSONL cache by their `key` field. A torn line (an interrupted
+    write) is skipped: the work it stood for is simply done again."""
+    path = Path(path)
+    rows: dict[str, dict] = {}
+    if not path.exists():
+        return rows
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+                rows[row[key]] = row
+            except (ValueError, KeyError, TypeError):
+                continue
+    return rows
+
+
+def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Append rows durably. If the file ends in a torn line, it is ended first so the new
+    rows are not glued onto it."""
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    if not lines:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell():
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                lines.insert(0, "\n")
+        fh.write("".join(lines).encode("utf-8"))
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import sys
 import time
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from maerak.files import append_jsonl, read_keyed_jsonl
 from maerak.prompt import render_input
 from maerak.schema import Item
 
@@ -64,17 +64,7 @@ def tidy(text: str, max_chars: int = 300) -> str:
 
 
 def read_cache(path: Path) -> dict[str, dict]:
-    cache: dict[str, dict] = {}
-    if not path.exists():
-        return cache
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-                cache[row["key"]] = row
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a torn line from an interrupted run
-    return cache
+    return read_keyed_jsonl(path)
 
 
 def distill(items: Sequence[Item], teacher: Teacher, cache_path: Path, batch_size: int = 4,
@@ -89,20 +79,17 @@ def distill(items: Sequence[Item], teacher: Teacher, cache_path: Path, batch_siz
     stats = {"items": len(items), "cached": len(items) - len(todo), "generated": 0, "teacher_calls": 0, "seconds": 0.0}
     start = time.perf_counter()
     if todo:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_path, "a", encoding="utf-8") as fh, tqdm(total=len(todo), desc="distill", unit="item", disable=not progress) as bar:
+        with tqdm(total=len(todo), desc="distill", unit="item", disable=not progress) as bar:
             for lo in range(0, len(todo), batch_size):
                 batch = todo[lo : lo + batch_size]
                 outputs = teacher.generate([prompts[it.id] for it in batch])
                 stats["teacher_calls"] += 1
                 if len(outputs) != len(batch):
                     raise RuntimeError(f"teacher {teacher.name} returned {len(outputs)} outputs for {len(batch)} prompts")
-                for it, out in zip(batch, outputs):
-                    row = {"key": keys[it.id], "item_id": it.id, "teacher": teacher.name, "prompt_sha256": sha(prompts[it.id]), "text": out}
-                    cache[row["key"]] = row
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+                rows = [{"key": keys[it.id], "item_id": it.id, "teacher": teacher.name, "prompt_sha256": sha(prompts[it.id]), "text": out}
+                        for it, out in zip(batch, outputs)]
+                cache.update((row["key"], row) for row in rows)
+                append_jsonl(cache_path, rows)  # each batch is durable before the next starts
                 stats["generated"] += len(batch)
                 bar.update(len(batch))
     stats["seconds"] = round(time.perf_counter() - start, 2)
