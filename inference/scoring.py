@@ -295,82 +295,23 @@ class Scorer:
             pass
 
 
-class VllmScorer:
-    """Optional GPU backend: vLLM prompt logprobs of prompt + letter (one prompt per letter;
-    prefix caching shares the prompt). log p(A) - log p(B) equals logit(A) - logit(B), so a
-    softmax over the three logprobs is the softmax over the three letter logits.
-    Used only when `import vllm` works and CUDA is present. Not exercised on CPU CI."""
+def make_scorer(model_dir: str | Path, backend: str = "transformers", **kwargs):
+    """transformers by default; vLLM (inference/vllm_backend.py) when asked, or with `auto`
+    when `import vllm` works. vLLM-only settings (tensor_parallel_size, prefix_caching) are
+    dropped for transformers."""
+    from inference import vllm_backend
 
-    def __init__(self, model_dir: str | Path, dtype: str = "bfloat16", batch_size: int = 16, max_length: int = 1024):
-        from transformers import AutoTokenizer
-        from vllm import LLM  # noqa: F401  (import guarded by available_backends)
-
-        self.model_dir = Path(model_dir)
-        self.max_length = int(max_length)
-        self.batch_size = int(batch_size)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.llm = LLM(model=str(self.model_dir), dtype=dtype, max_model_len=self.max_length + 1,
-                       enable_prefix_caching=True, seed=0)
-        self.letter_ids: list[int] | None = None
-        self.fingerprint = hashlib.sha256(
-            f"{model_fingerprint(self.model_dir)}|vllm|{dtype}|{self.max_length}".encode()).hexdigest()[:16]
-        self.truncated: list[str] = []
-
-    def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
-              on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-
-        results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]
-        todo = [i for i, r in enumerate(results) if r is None]
-        if todo and self.letter_ids is None:
-            self.letter_ids = answer_token_ids(self.tokenizer)
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
-        step = max(1, self.batch_size * 16)
-        for start in range(0, len(todo), step):
-            chunk = todo[start : start + step]
-            prompts = []
-            for i in chunk:
-                ids = self.tokenizer(requests[i].prompt)["input_ids"][-self.max_length :]
-                prompts += [TokensPrompt(prompt_token_ids=ids + [t]) for t in self.letter_ids]
-            outs = self.llm.generate(prompts, params, use_tqdm=progress)
-            pairs = []
-            for n, i in enumerate(chunk):
-                row = []
-                for k, t in enumerate(self.letter_ids):
-                    last = outs[3 * n + k].prompt_logprobs[-1]
-                    row.append(float(last[t].logprob))
-                results[i] = row
-                pairs.append((requests[i], row))
-            if cache is not None:
-                cache.put_many(self.fingerprint, pairs)
-            if on_batch is not None:
-                on_batch(start // step, start + len(chunk))
-        return [r for r in results]  # type: ignore[misc]
-
-    def close(self) -> None:
-        del self.llm
-
-
-def vllm_available() -> bool:
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return False
-        import vllm  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def make_scorer(model_dir: str | Path, backend: str = "auto", **kwargs):
-    """transformers by default; vLLM only when asked (or auto) and importable with CUDA."""
-    if backend == "vllm" or (backend == "auto" and vllm_available()):
-        if not vllm_available():
-            raise SystemExit("--backend vllm needs `import vllm` to work and a CUDA GPU")
-        return VllmScorer(model_dir, **kwargs)
+    if backend == "vllm" or (backend == "auto" and vllm_backend.available()):
+        if not vllm_backend.available():
+            raise SystemExit("--backend vllm: `import vllm` fails in this environment; "
+                             "install it with `make setup VLLM=1` and run from .venv-vllm (inference/README.md)")
+        return vllm_backend.VllmScorer(model_dir, **kwargs)
+    for key in VLLM_ONLY:
+        kwargs.pop(key, None)
     return Scorer(model_dir, **kwargs)
+
+
+VLLM_ONLY = ("tensor_parallel_size", "prefix_caching")
 
 
 # ---------------------------------------------------------------- items -> probabilities

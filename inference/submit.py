@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: profile scoring.dtype)")
     p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="transformers",
-                   help="vllm needs `import vllm` and CUDA; auto picks it when available")
+                   help="vllm needs `import vllm` (.venv-vllm: make setup VLLM=1); auto picks it when importable")
     p.add_argument("--cache", type=Path, default=None, help="score cache JSONL (default: <output stem>.cache.jsonl)")
     p.add_argument("--no-cache", action="store_true", help="score everything afresh and keep no cache")
     p.add_argument("--quiet", action="store_true")
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     for m in models:
         if not args.quiet:
             print(f"scoring {len(items)} items with {m} (tta={tta}, dtype={dtype}, batch={batch_size})", file=sys.stderr)
-        kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length}
+        kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length, **profile.vllm}
         scorer = make_scorer(m, backend=args.backend, **kwargs)
         probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
         if scorer.truncated:

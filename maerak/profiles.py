@@ -46,6 +46,11 @@ class Profile:
     def scoring(self) -> dict[str, Any]:
         return dict(self.settings.get("scoring", {}))
 
+    @property
+    def vllm(self) -> dict[str, Any]:
+        """vLLM engine settings for scoring and distillation (e.g. tensor_parallel_size)."""
+        return dict(self.settings.get("vllm") or {})
+
     def split_file(self, split: str) -> Path:
         return self.path("data_dir") / f"{split}.json"
 

@@ -2,8 +2,8 @@
 correct answer of each training item; prepare adds `alpaca_row(item, order,
 rationale=...)` rows.
 
-The teacher is any local causal LM directory (transformers; vLLM when installed and a
-GPU is present). Answers are cached in a JSONL file keyed by item id + teacher +
+The teacher is any local causal LM directory (transformers; vLLM, on CPU or GPU, when
+`import vllm` works or `distill.backend: vllm`). Answers are cached in a JSONL file keyed by item id + teacher +
 prompt hash, so a rerun asks the teacher nothing it has already answered. The cache is
 appended batch by batch (an interrupted run keeps what it finished; a torn last line
 is ignored).
@@ -136,29 +136,33 @@ class TransformersTeacher:
 
 
 class VLLMTeacher:
-    def __init__(self, path: str | Path, max_new_tokens: int = 64):
-        from vllm import LLM, SamplingParams
+    """Greedy chat generation through vLLM (inference/vllm_backend.py), CPU or GPU. The name
+    differs from the transformers teacher's, so the two never share cache rows."""
+
+    def __init__(self, path: str | Path, max_new_tokens: int = 64, tensor_parallel_size: int = 1, **engine):
+        from inference.vllm_backend import VllmGenerator
 
         self.name = f"{Path(str(path)).name}|vllm|greedy|{max_new_tokens}"
-        self.llm = LLM(model=str(path))
-        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        self.engine = VllmGenerator(path, max_new_tokens, tensor_parallel_size=tensor_parallel_size, **engine)
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
-        msgs = [[{"role": "user", "content": p}] for p in prompts]
-        return [o.outputs[0].text for o in self.llm.chat(msgs, self.params, use_tqdm=False)]
+        return self.engine.generate(prompts)
 
 
-def load_teacher(path: str | Path, max_new_tokens: int = 64) -> Teacher:
+def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "auto", tensor_parallel_size: int = 1,
+                 **engine) -> Teacher:
+    """transformers, or vLLM when asked (`backend: vllm`) or with `auto` when `import vllm` works
+    (vLLM runs in .venv-vllm, `make setup VLLM=1`)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"distill teacher {path}: no such model directory (build it with `./run.sh model`, or set distill.teacher)")
-    try:
-        import torch
-        import vllm  # noqa: F401
+    from inference import vllm_backend
 
-        if torch.cuda.is_available():
-            return VLLMTeacher(path, max_new_tokens)
-    except ImportError:
-        pass
+    if backend not in ("auto", "transformers", "vllm"):
+        raise ValueError(f"distill backend {backend!r}: expected auto, transformers or vllm")
+    if backend == "vllm" or (backend == "auto" and vllm_backend.available()):
+        if not vllm_backend.available():
+            raise SystemExit("distill backend vllm: `import vllm` fails here; run from .venv-vllm (make setup VLLM=1)")
+        return VLLMTeacher(path, max_new_tokens, tensor_parallel_size, **engine)
     return TransformersTeacher(path, max_new_tokens)
 
 
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     dcfg = cfg["distill"]
     items, _ = load_items(profile.split_file("train"), require_labels=True)
     items = items[: args.limit] if args.limit else items
-    teacher = load_teacher(args.teacher or resolve(profile, dcfg["teacher"]), int(dcfg["max_new_tokens"]))
+    teacher = load_teacher(args.teacher or resolve(profile, dcfg["teacher"]), int(dcfg["max_new_tokens"]),
+                           dcfg.get("backend", "auto"), **profile.vllm)
     rationales, stats = distill(items, teacher, profile.out / "cache" / "distill.jsonl", int(dcfg["batch_size"]), int(dcfg["max_chars"]))
     print(json.dumps(stats, ensure_ascii=False))
     for iid in list(rationales)[:3]:

@@ -212,7 +212,8 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
         targets = [r.item for s in loaded if s.kind in TASK_KINDS and stages & set(s.stages) for r in records[s.name]]
         targets = list({it.id: it for it in targets}.values())
         if teacher is None:
-            teacher = distill.load_teacher(resolve(profile, dist_cfg["teacher"]), int(dist_cfg.get("max_new_tokens", 64)))
+            teacher = distill.load_teacher(resolve(profile, dist_cfg["teacher"]), int(dist_cfg.get("max_new_tokens", 64)),
+                                           dist_cfg.get("backend", "auto"), **profile.vllm)
         rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl",
                                             int(dist_cfg.get("batch_size", 4)), int(dist_cfg.get("max_chars", 300)), progress)
         stats["teacher"] = teacher.name

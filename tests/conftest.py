@@ -58,7 +58,7 @@ def build_tiny_tokenizer(vocab_size: int = 2000):
     )
 
 
-def build_tiny_model(tokenizer, seed: int = 0):
+def build_tiny_model(tokenizer, seed: int = 0, **config_overrides):
     import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -79,12 +79,14 @@ def build_tiny_model(tokenizer, seed: int = 0):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+    for key, value in config_overrides.items():  # e.g. head_dim=64: vLLM's CPU attention has no 16-wide kernel
+        setattr(config, key, value)
     return Gemma3ForCausalLM(config)
 
 
-def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+def save_tiny_checkpoint(path: Path, seed: int = 0, **config_overrides) -> Path:
     tokenizer = build_tiny_tokenizer()
-    model = build_tiny_model(tokenizer, seed=seed)
+    model = build_tiny_model(tokenizer, seed=seed, **config_overrides)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
