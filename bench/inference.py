@@ -9,7 +9,15 @@
 
 Targets: a/b >= 6, a/c >= 10, d/a <= 1.3.
 
+With --vllm (run from .venv-vllm, `make setup VLLM=1`), the vLLM rows instead, same items, one process:
+  (e) vllm          inference.vllm_backend.VllmScorer, no TTA, prefix caching on
+  (f) vllm tta6     the 6 option orders, prefix caching on, requests in prefix order
+  (g) vllm tta6 nc  the 6 option orders, prefix caching off (a second engine)
+  (h) tf / tf tta6  the transformers scorer for the same work (no TTA, 6 orders)
+Target: f/e <= 2.5 (TTA-6 costs at most 2.5x one pass).
+
   .venv/bin/python bench/inference.py [--model DIR] [--items N] [--batch-size N] [--gen-items N] [--repeat N]
+  .venv-vllm/bin/python bench/inference.py --vllm [--model DIR] [--items N] [--dtype float32|bfloat16]
 """
 from __future__ import annotations
 
@@ -44,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--vllm", action="store_true", help="the vLLM rows (e)-(h) instead of (a)-(d); needs .venv-vllm")
     args = p.parse_args(argv)
     if not (args.model / "config.json").exists():
         print(f"no checkpoint at {args.model}: run `./run.sh model` first or pass --model DIR", file=sys.stderr)
@@ -59,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("dev", "test", "train"):
         items += load_items(ROOT / "data" / "sample" / f"{split}.json")[0]
     items = items[: args.items]
+    if args.vllm:
+        return vllm_rows(args, items)
     scorer = Scorer(args.model, dtype=args.dtype, batch_size=args.batch_size, max_length=1024)
     model, tok = scorer.model, scorer.tokenizer
     reqs = build_requests(items, [(0, 1, 2)])
@@ -149,6 +160,63 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k} = {v:.2f}  (target {goal}: {'met' if targets[k] else 'NOT met'})")
     if args.json:
         args.json.write_text(json.dumps({"results": results, "ratios": ratios, "targets_met": targets}, indent=2))
+    return 0
+
+
+def vllm_rows(args, items) -> int:
+    """(e)-(h): vLLM without TTA, TTA-6 with and without prefix caching, transformers for the same work."""
+    from inference.scoring import Scorer, build_requests, item_probs, orders_for
+    from inference.vllm_backend import VllmScorer
+
+    one, six = build_requests(items, orders_for("none")), build_requests(items, orders_for("all"))
+    rows: dict[str, dict] = {}
+
+    def run(key, method, scorer, reqs):
+        scorer.score(reqs[: args.batch_size])  # warm-up: first-call kernel set-up is not throughput
+        if isinstance(scorer, VllmScorer):
+            scorer.llm.reset_prefix_cache()  # the warm-up must not pre-fill the prefix cache
+        start = time.perf_counter()
+        logits = scorer.score(reqs)
+        rows[key] = {"method": method, "items": len(items), "prompts": len(reqs),
+                     "seconds": time.perf_counter() - start, "logits": logits}
+
+    start = time.perf_counter()
+    v = VllmScorer(args.model, dtype=args.dtype, batch_size=args.batch_size, max_length=1024, prefix_caching=True)
+    start_s = time.perf_counter() - start
+    run("e", "vLLM, no TTA, prefix caching", v, one)
+    run("f", "vLLM, TTA 6 orders, prefix caching", v, six)
+    v.close()
+    v = VllmScorer(args.model, dtype=args.dtype, batch_size=args.batch_size, max_length=1024, prefix_caching=False)
+    run("g", "vLLM, TTA 6 orders, no prefix caching", v, six)
+    v.close()
+    t = Scorer(args.model, dtype=args.dtype, batch_size=args.batch_size, max_length=1024)
+    run("h1", "transformers scorer, no TTA", t, one)
+    run("h6", "transformers scorer, TTA 6 orders", t, six)
+
+    print(f"model {args.model} ({args.dtype}), {len(items)} items, batch {args.batch_size}; "
+          f"vLLM engine start {start_s:.1f} s (not in the rows)")
+    print()
+    print("| | method | items | prompts | seconds | items/s |")
+    print("|---|---|---:|---:|---:|---:|")
+    for k, r in rows.items():
+        print(f"| ({k}) | {r['method']} | {r['items']} | {r['prompts']} | {r['seconds']:.2f} | {r['items'] / r['seconds']:.3f} |")
+    sec = {k: r["seconds"] for k, r in rows.items()}
+    ratios = {"f/e (TTA-6 / one pass, vLLM, cached)": sec["f"] / sec["e"],
+              "g/e (TTA-6 / one pass, vLLM, no cache)": sec["g"] / sec["e"],
+              "h6/h1 (TTA-6 / one pass, transformers)": sec["h6"] / sec["h1"],
+              "h6/f (transformers TTA-6 / vLLM TTA-6)": sec["h6"] / sec["f"]}
+    print()
+    for k, val in ratios.items():
+        print(f"{k} = {val:.2f}" + ("  (target <= 2.5: " + ("met" if val <= 2.5 else "NOT met") + ")" if k.startswith("f/e") else ""))
+    # agreement, as in tests/test_vllm.py: same choice per item, max option-probability difference
+    for vk, tk, reqs in (("e", "h1", one), ("f", "h6", six)):
+        pv, pt = item_probs(items, reqs, rows[vk]["logits"]), item_probs(items, reqs, rows[tk]["logits"])
+        same = sum(max(range(3), key=pv[i].__getitem__) == max(range(3), key=pt[i].__getitem__) for i in pv)
+        diff = max(abs(a - b) for i in pv for a, b in zip(pv[i], pt[i]))
+        print(f"({vk}) vs ({tk}): same choice {same}/{len(pv)}, max |p_vllm - p_transformers| = {diff:.2e}")
+    if args.json:
+        args.json.write_text(json.dumps({"results": {k: {x: y for x, y in r.items() if x != "logits"} for k, r in rows.items()},
+                                         "ratios": ratios}, indent=2))
     return 0
 
 
