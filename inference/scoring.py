@@ -17,11 +17,11 @@ import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from maerak.files import append_jsonl, read_keyed_jsonl
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, render_prompt
+from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, fit_prompt, render_prompt
 from maerak.schema import Item
 
 TTA_ORDERS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -100,6 +100,21 @@ def label_of(index: int) -> str:
 
 
 # ---------------------------------------------------------------- tokens
+def encode_request(tokenizer, req: Request, max_length: int) -> tuple[list[int], bool]:
+    """The request's prompt as token ids, at most `max_length` of them, and whether it was cut.
+    An over-long prompt leaves out the conversation's oldest turns (maerak.prompt.fit_prompt),
+    so BOS, the instruction, the question and the options stay. Only when that is not enough
+    (or the request has no item) are the oldest tokens after BOS cut."""
+    ids = list(tokenizer(req.prompt, add_special_tokens=True)["input_ids"])
+    if len(ids) <= max_length:
+        return ids, False
+    if req.item is not None:
+        prompt, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), max_length)
+        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if len(ids) > max_length:
+        head = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
+        ids = head + ids[len(ids) - (max_length - len(head)):]
+    return ids, True
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -134,6 +149,7 @@ class Request:
     item_id: str
     order: tuple[int, ...]
     prompt: str
+    item: Item | None = field(default=None, compare=False, repr=False)  # to re-render an over-long prompt
 
     @property
     def order_key(self) -> str:
@@ -224,16 +240,13 @@ class Scorer:
         ).hexdigest()[:16]
         self.truncated: list[str] = []
 
-    def encode(self, prompt: str, item_id: str = "") -> list[int]:
+    def encode(self, req: Request) -> list[int]:
         if self.letter_ids is None:
             self.letter_ids = answer_token_ids(self.tokenizer)
-        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        if len(ids) > self.max_length:
-            # Keep the end: the options and the answer position matter more than the preamble.
-            ids = ids[-self.max_length :]
-            if item_id not in self.truncated:
-                self.truncated.append(item_id)
-        return list(ids)
+        ids, cut = encode_request(self.tokenizer, req, self.max_length)
+        if cut and req.item_id not in self.truncated:
+            self.truncated.append(req.item_id)
+        return ids
 
     def forward_last(self, batch: Sequence[Sequence[int]]):
         """Letter logits (float32 tensor [B, 3]) for left-padded token-id lists."""
@@ -257,7 +270,7 @@ class Scorer:
         """Letter logits for every request. Batches whose requests are all cached are skipped;
         each scored batch is appended to the cache before the next one starts."""
         self.truncated = []
-        encoded = [self.encode(r.prompt, r.item_id) for r in requests]
+        encoded = [self.encode(r) for r in requests]
         results: list[list[float] | None] = [None] * len(requests)
         plan = buckets([len(e) for e in encoded], self.batch_size)
         done = 0
@@ -326,12 +339,15 @@ class VllmScorer:
         if todo and self.letter_ids is None:
             self.letter_ids = answer_token_ids(self.tokenizer)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        self.truncated = []
         step = max(1, self.batch_size * 16)
         for start in range(0, len(todo), step):
             chunk = todo[start : start + step]
             prompts = []
             for i in chunk:
-                ids = self.tokenizer(requests[i].prompt)["input_ids"][-self.max_length :]
+                ids, cut = encode_request(self.tokenizer, requests[i], self.max_length)
+                if cut and requests[i].item_id not in self.truncated:
+                    self.truncated.append(requests[i].item_id)
                 prompts += [TokensPrompt(prompt_token_ids=ids + [t]) for t in self.letter_ids]
             outs = self.llm.generate(prompts, params, use_tqdm=progress)
             pairs = []
@@ -375,7 +391,7 @@ def make_scorer(model_dir: str | Path, backend: str = "auto", **kwargs):
 
 # ---------------------------------------------------------------- items -> probabilities
 def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]]) -> list[Request]:
-    return [Request(it.id, tuple(o), render_prompt(it, o)) for it in items for o in orders]
+    return [Request(it.id, tuple(o), render_prompt(it, o), it) for it in items for o in orders]
 
 
 def item_probs(items: Sequence[Item], requests: Sequence[Request], logits: Sequence[Sequence[float]]

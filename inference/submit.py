@@ -90,8 +90,9 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         scorer = make_scorer(m, backend=args.backend, **kwargs)
         probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
         if scorer.truncated:
-            print(f"warning: {len(scorer.truncated)} prompt(s) longer than {max_length} tokens were cut from the "
-                  f"left: {', '.join(scorer.truncated[:5])}{' ...' if len(scorer.truncated) > 5 else ''}", file=sys.stderr)
+            print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
+                  f"conversation turns were left out (BOS, instruction, question and options kept): "
+                  f"{', '.join(scorer.truncated)}", file=sys.stderr)
         per_model.append(probs)
         model_info.append({"dir": str(m), "fingerprint": scorer.fingerprint})
         scorer.close()
