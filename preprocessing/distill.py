@@ -150,7 +150,7 @@ class VLLMTeacher:
 
 def load_teacher(path: str | Path, max_new_tokens: int = 64) -> Teacher:
     if not Path(path).exists():
-        raise FileNotFoundError(f"distill teacher {path}: no such model directory (build it with `./run.sh model`, or set distill.teacher)")
+        raise FileNotFoundError(f"distill teacher {path}: no such model directory (distill.teacher: a local model you bring; unset it to prepare without rationale rows)")
     try:
         import torch
         import vllm  # noqa: F401
