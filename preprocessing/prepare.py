@@ -1,5 +1,6 @@
 """`./run.sh prepare [--profile P]`: sources -> clean -> dedup -> contamination check ->
-alpaca rows (+ option-order augmentation, + distilled rationales) -> stage1.jsonl,
+alpaca rows (+ option-order augmentation, + distilled rationales when a teacher is set) ->
+token lengths against each stage's sequence_len (preprocessing/lengths.py) -> stage1.jsonl,
 stage2.jsonl and report.json/report.md under outputs/<profile>/prepared/.
 
 Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`).
