@@ -37,7 +37,7 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "" if self.severity == ERROR else "warning: "
-        return f"{show_name(self.file)}: {show_name(self.item_id)}: {self.field}: {prefix}{self.message}"
+        return f"{show_name(self.file)}: {show_name(self.item_id)}: {show_name(self.field)}: {prefix}{self.message}"
 
 
 def show_name(name: str, limit: int = 120) -> str:
@@ -104,6 +104,11 @@ def _item_id(raw: Any, index: int) -> str:
     return f"<item #{index}>"
 
 
+def _is_id(value: Any) -> bool:
+    """Utterance ids are strings in the files (integers tolerated); never objects, lists or booleans."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
 def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], list[Problem]]:
     problems: list[Problem] = []
     utterances: list[Utterance] = []
@@ -137,7 +142,11 @@ def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], 
                                     f"real utterance (limit {MAX_TEXT_CHARS:,}): a broken or wrong file?"))
             continue
         uid = u.get("utterance_id")
-        ids = tuple(str(x) for x in uid) if isinstance(uid, list) else ((str(uid),) if uid is not None else ())
+        listed = uid if isinstance(uid, list) else ([] if uid is None else [uid])
+        if not all(_is_id(x) for x in listed):
+            problems.append(Problem(file, iid, f"{where}.utterance_id", f"expected an id or a list of ids, got {show_value(uid)}"))
+            continue
+        ids = tuple(str(x) for x in listed)
         if not ids:
             problems.append(Problem(file, iid, f"{where}.utterance_id", "missing"))
             continue
@@ -174,7 +183,7 @@ def parse_item(raw: Any, file: str, index: int) -> tuple[Item | None, list[Probl
     refs = inp.get("reference_id", [])
     if isinstance(refs, str):
         refs = [refs]
-    if not isinstance(refs, list):
+    if not isinstance(refs, list) or not all(_is_id(r) for r in refs):
         problems.append(Problem(file, iid, "input.reference_id", "expected a list of utterance ids"))
         refs = []
     known = {i for u in utterances for i in u.ids}
