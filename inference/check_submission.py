@@ -163,7 +163,7 @@ def check_submission_file(submission: str | Path, test: str | Path) -> list[Prob
     try:
         sub = decode_json(data, str(sub_path))
     except DataError as exc:
-        return problems + exc.problems
+        return exc.problems  # unreadable: the BOM line would only add noise
     return problems + check_submission_data(sub, test_data, str(sub_path), str(test_path))
 
 
