@@ -82,10 +82,6 @@ def set_field(item: dict, path: str, value) -> None:
         target[last] = value
 
 
-def expected_field(path: str) -> str:
-    return "item" if path == "item" else path
-
-
 def make_file(tmp_path: Path, name: str, content: bytes | str) -> Path:
     path = tmp_path / "in" / f"{name}.json"
     path.parent.mkdir(exist_ok=True)
@@ -160,7 +156,7 @@ def test_wrong_type_in_every_field(verbs, verb, sample_dir, tmp_path, capsys):
         path = make_file(tmp_path, f"wrong-{n}", json.dumps(items, ensure_ascii=False).encode())
         out = run_case(verbs, verb, tmp_path, path, capsys)
         try:
-            one_problem_line(out, path, iid, field if field != "input.conversation[0]" else field)
+            one_problem_line(out, path, iid, field)
         except AssertionError as exc:
             raise AssertionError(f"{field}={value!r:.40}: {exc}") from None
 
@@ -212,7 +208,7 @@ def test_prepare_refuses_a_hostile_train_file(sample_dir, tmp_path, monkeypatch,
     cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     monkeypatch.setattr(prepare, "get_profile", lambda name: profile)
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
-    for name, content, item_id, field in file_cases(sample_dir):
+    for name, content, _id, _field in file_cases(sample_dir):
         train = data / "train.json"
         if train.is_dir():
             train.rmdir()
