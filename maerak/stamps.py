@@ -20,6 +20,9 @@ from maerak.files import atomic_write_json, sha256_file
 # hashing 18 GB of a 9B checkpoint on every re-run would cost minutes.
 HASH_LIMIT = 16 << 20
 CODE_DIRS = ("maerak", "preprocessing", "training", "inference")
+# Logs, not results: Axolotl rewrites output_dir/debug.log on every command that names that
+# directory (the merge appends to stage 1's), which must not make stage 1 look changed.
+LOGS = ("debug.log",)
 
 
 def _files(path: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
@@ -35,7 +38,7 @@ def listing(paths: Iterable[Path], exclude: tuple[Path, ...] = ()) -> list[list[
     """[path, size, mtime_ns] of every file under `paths`: changes whenever a file is rewritten."""
     rows = []
     for path in paths:
-        for f in _files(path, exclude):
+        for f in (f for f in _files(path, exclude) if f.name not in LOGS):
             st = f.stat()
             rows.append([str(f), st.st_size, st.st_mtime_ns])
     return rows

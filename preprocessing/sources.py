@@ -234,7 +234,10 @@ def load_source(spec: dict, root: Path, fmt: dict[str, str], cfg: dict) -> Loade
                      for f in unread_files([str(p) for p in spec.get("paths", [])], root, fmt)]
     if not loaded.files:
         if spec.get("required"):
-            raise DataError([Problem(", ".join(spec.get("paths", [])).format(**fmt), "-", "file", f"source {name!r}: no such file")])
+            where = ", ".join(spec.get("paths", [])).format(**fmt)
+            dirs = [p for p in spec.get("paths", []) if (root / p.format(**fmt)).is_dir()]
+            why = "is a directory, not a file" if dirs else "no such file"
+            raise DataError([Problem(where, "-", "file", f"source {name!r}: {why}")])
         loaded.notes.append(f"no files match {spec.get('paths')}: source skipped")
         return loaded
     for path in loaded.files:
