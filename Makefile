@@ -9,6 +9,9 @@ RUN := ./run.sh
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 GPUS ?= 1
+# FORCE=1: `make reproduce` redoes every step instead of skipping those done with unchanged inputs.
+FORCE ?=
+FORCE_ARG := $(if $(FORCE),--force,)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock model validate prepare train-stage1 merge train-stage2 submit evaluate \
@@ -16,7 +19,7 @@ GPUS ?= 1
 
 help: ## list the verbs
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher)"
+	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher), FORCE=1 (reproduce: redo done steps)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }
@@ -58,8 +61,8 @@ submit: $(STAMP) ## score test with the stage-2 checkpoint, write the submission
 evaluate: $(STAMP) ## dev accuracy overall and per category, with the report
 	$(RUN) evaluate $(PROFILE_ARG)
 
-reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, submit, evaluate, manifest
-	$(RUN) reproduce $(PROFILE_ARG)
+reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, submit, evaluate, manifest (FORCE=1: redo all)
+	$(RUN) reproduce $(PROFILE_ARG) $(FORCE_ARG)
 
 verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
 	$(RUN) verify $(PROFILE_ARG)

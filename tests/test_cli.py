@@ -37,7 +37,7 @@ def test_make_help_lists_the_pipeline_targets():
 
 def test_reproduce_plan_runs_the_recipe_in_order():
     steps = [s.name for s in plan(get_profile("sample"))]
-    assert steps == ["model", "validate", "prepare", "train-stage1+merge", "train-stage2", "submit", "predict-dev", "evaluate"]
+    assert steps == ["model", "validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "predict-dev", "evaluate"]
     # The competition profile downloads nothing itself: no embedded-model step.
     assert [s.name for s in plan(get_profile("competition"))][0] == "validate"
 

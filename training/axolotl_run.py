@@ -24,6 +24,7 @@ import yaml
 
 from maerak.files import atomic_write_text
 from maerak.profiles import Profile, get_profile
+from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 STAGE_DATA = {1: "stage1.jsonl", 2: "stage2.jsonl"}
@@ -141,11 +142,18 @@ def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None 
     profile.apply_env()
     path, cfg = write_resolved(profile, stage, gpus, config_file)
     check_inputs(profile, stage, stage_paths(profile, stage))
-    seconds = run(command("axolotl.cli.train", path, gpus), profile.root)
     out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
+    last = resume.resume_point(out, resume.run_key(path, Path(cfg["datasets"][0]["path"]), cfg["base_model"]))
+    if last is not None:
+        print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
+    extra = [f"--resume_from_checkpoint={last}"] if last is not None else []
+    seconds = run(command("axolotl.cli.train", path, gpus, extra), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage == 2:
         ensure_final_checkpoint(out, Path(cfg["base_model"]))
+    resume.finish(out)
     return out
 
 
