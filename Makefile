@@ -35,7 +35,7 @@ lock: ## re-resolve requirements.in into requirements.lock (torch stays out of t
 	  /tmp/maerak-lock/bin/pip freeze | grep -v '^torch==' ) > requirements.lock
 
 model: $(STAMP) ## build the embedded default model under models/ (offline, once)
-	$(RUN) model
+	$(RUN) model $(PROFILE_ARG)
 
 validate: $(STAMP) ## validate the profile's official-format files
 	$(RUN) validate $(PROFILE_ARG)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from maerak.files import atomic_write_json
-from maerak.profiles import Profile, auto_profile, get_profile, seed_everything
+from maerak.profiles import Profile, resolve_profile, seed_everything
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def plan(profile: Profile) -> list[Step]:
     p = ("--profile", profile.name)
     steps = []
     if profile.settings.get("offline"):
-        steps.append(Step("model", "training.embed_model", ()))
+        steps.append(Step("model", "training.embed_model", p))
     steps += [
         Step("validate", "preprocessing.validate", p),
         Step("prepare", "preprocessing.prepare", p),
@@ -63,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="sample or competition (default: chosen from data/raw and the GPU)")
     args = parser.parse_args(argv)
-    if args.profile:
-        name, why = args.profile, "named on the command line"
-    else:
-        name, why = auto_profile()
-    profile = get_profile(name)
+    profile, why = resolve_profile(args.profile, announce=False)
+    name = profile.name
     print(f"maerak reproduce: profile '{name}' ({why})")
     print(f"  {profile.settings.get('description', '')}")
     if name == "sample":

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from maerak.files import atomic_write_text
-from maerak.profiles import Profile, get_profile
+from maerak.profiles import Profile, resolve_profile
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 STAGE_DATA = {1: "stage1.jsonl", 2: "stage2.jsonl"}
@@ -178,14 +178,14 @@ def ensure_final_checkpoint(out: Path, base: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh train", description="Run an Axolotl stage on a profile.")
     parser.add_argument("--stage", type=int, choices=(1, 2), help="1: QLoRA (then merge), 2: full fine-tune")
-    parser.add_argument("--profile", default="sample")
+    parser.add_argument("--profile", help="sample or competition (default: auto, as every verb)")
     parser.add_argument("--gpus", type=int, default=1, help="N>1 launches through accelerate (+ DeepSpeed ZeRO-3)")
     parser.add_argument("--no-merge", action="store_true", help="stage 1: leave the LoRA unmerged")
     parser.add_argument("--merge-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error("--gpus must be at least 1")
-    profile = get_profile(args.profile)
+    profile, _ = resolve_profile(args.profile)
     try:
         if args.merge_only:
             merge(profile)
