@@ -12,7 +12,7 @@ GPUS ?= 1
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock model validate prepare train-stage1 merge train-stage2 submit evaluate \
-        reproduce verify test test-e2e bench lint clean
+        reproduce verify preflight test test-e2e bench lint clean
 
 help: ## list the verbs
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, s
 
 verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
 	$(RUN) verify $(PROFILE_ARG)
+
+preflight: $(STAMP) ## the competition stage configs end to end on a CPU with a tiny model (minutes)
+	$(RUN) preflight $(if $(PROFILE),--profile $(PROFILE),--profile competition)
 
 test: $(STAMP) ## the test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests

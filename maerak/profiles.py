@@ -54,10 +54,10 @@ class Profile:
         name = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}[stage]
         return self.path("axolotl_configs") / name
 
-    # Everything a run writes lives under outputs/<profile>/.
+    # Everything a run writes lives under outputs/<profile>/ (the preflight moves it with `out`).
     @property
     def out(self) -> Path:
-        return self.root / "outputs" / self.name
+        return self.root / self.settings.get("out", f"outputs/{self.name}")
 
     @property
     def prepared(self) -> Path:

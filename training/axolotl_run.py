@@ -12,8 +12,10 @@ into the run manifest) and runs Axolotl's CLI on it in a subprocess:
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import os
+import re
 import subprocess
 import sys
 import time
@@ -121,11 +123,28 @@ def run(cmd: list[str], cwd: Path) -> float:
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(cwd) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env)
+    # Streamed as it comes, and the tail kept, so a failure can quote the child's own error.
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            sys.stdout.write(line)
+            tail.append(line.rstrip("\n"))
+    sys.stdout.flush()
     if proc.returncode != 0:
-        raise TrainError(f"`{' '.join(cmd[1:4])} …` failed with exit status {proc.returncode}")
+        cause = error_lines(list(tail))
+        raise TrainError(f"`{' '.join(cmd[1:4])} …` failed with exit status {proc.returncode}" + (f": {cause}" if cause else ""))
     return time.perf_counter() - start
+
+
+def error_lines(lines: list[str]) -> str:
+    """The child's last exception line and the two after it (pydantic puts the config key there)."""
+    for i in range(len(lines) - 1, -1, -1):
+        if re.match(r"^[\w.]*(Error|Exception)\b", lines[i].strip()):
+            return " | ".join(x.strip() for x in lines[i : i + 3] if x.strip())
+    return ""
 
 
 def write_resolved(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None = None) -> tuple[Path, dict]:
