@@ -15,7 +15,7 @@ FORCE_ARG := $(if $(FORCE),--force,)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock model validate prepare train-stage1 merge train-stage2 submit evaluate \
-        reproduce verify test test-e2e bench lint clean
+        reproduce verify preflight test test-e2e bench lint clean
 
 help: ## list the verbs
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,7 +38,7 @@ lock: ## re-resolve requirements.in into requirements.lock (torch stays out of t
 	  /tmp/maerak-lock/bin/pip freeze | grep -v '^torch==' ) > requirements.lock
 
 model: $(STAMP) ## build the embedded default model under models/ (offline, once)
-	$(RUN) model
+	$(RUN) model $(PROFILE_ARG)
 
 validate: $(STAMP) ## validate the profile's official-format files
 	$(RUN) validate $(PROFILE_ARG)
@@ -66,6 +66,9 @@ reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, s
 
 verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
 	$(RUN) verify $(PROFILE_ARG)
+
+preflight: $(STAMP) ## the competition stage configs end to end on a CPU with a tiny model (minutes)
+	$(RUN) preflight $(if $(PROFILE),--profile $(PROFILE),--profile competition)
 
 test: $(STAMP) ## the test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -q tests

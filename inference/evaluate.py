@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from maerak.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from maerak.profiles import auto_profile, get_profile
+from maerak.profiles import resolve_profile
 from maerak.schema import CATEGORIES, LABELS, DataError, Item, Problem, load_items, read_json
 
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pred2", type=Path, default=None, help="a second prediction file to compare with")
     p.add_argument("--out", type=Path, default=None, help="report directory (default: outputs/<profile>/eval)")
     args = p.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     pred_path = args.pred or profile.dev_predictions
     gold_path = args.gold or profile.split_file("dev")
     out = args.out or profile.eval_dir

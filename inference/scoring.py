@@ -239,6 +239,7 @@ class Scorer:
             f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}".encode()
         ).hexdigest()[:16]
         self.truncated: list[str] = []
+        self.fit_batch: int | None = None  # set when a batch of `batch_size` ran out of GPU memory
 
     def encode(self, req: Request) -> list[int]:
         if self.letter_ids is None:
@@ -265,6 +266,28 @@ class Scorer:
                              position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
             return out.logits[:, -1, self.letter_ids].float().cpu()
 
+    def forward_fitting(self, batch: Sequence[Sequence[int]]):
+        """forward_last in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
+        halved for the rest of the run), down to one prompt, which must fit."""
+        import torch
+
+        parts, start = [], 0
+        while start < len(batch):
+            chunk = batch[start : start + (self.fit_batch or len(batch))]
+            try:
+                parts.append(self.forward_last(chunk))
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                self.fit_batch = max(1, len(chunk) // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(f"\nwarning: out of GPU memory at batch size {len(chunk)}; scoring in batches of {self.fit_batch}",
+                      file=sys.stderr)
+                continue
+            start += len(chunk)
+        return torch.cat(parts)
+
     def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
               on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
         """Letter logits for every request. Batches whose requests are all cached are skipped;
@@ -280,7 +303,7 @@ class Scorer:
                 for i, c in zip(idx, cached):
                     results[i] = c
             else:
-                logits = self.forward_last([encoded[i] for i in idx]).tolist()
+                logits = self.forward_fitting([encoded[i] for i in idx]).tolist()
                 for i, row in zip(idx, logits):
                     results[i] = [float(x) for x in row]
                 if cache is not None:

@@ -18,7 +18,7 @@ from inference.check_submission import check_submission_data, check_submission_f
 from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, label_of, make_scorer, score_items
 from maerak.checkpoint import checkpoint_problems
 from maerak.files import atomic_write_json, dumps_json, output_problem, same_file
-from maerak.profiles import auto_profile, get_profile, seed_everything
+from maerak.profiles import resolve_profile, seed_everything
 from maerak.schema import DataError, load_items, with_outputs
 from preprocessing.clean import model_view
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = None) -> int:
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     seed_everything(profile.seed)
     scoring = profile.scoring

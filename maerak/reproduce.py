@@ -21,7 +21,7 @@ from pathlib import Path
 from inference.submit import probs_path
 from maerak import stamps
 from maerak.files import atomic_write_json
-from maerak.profiles import SPLITS, Profile, auto_profile, get_profile, seed_everything
+from maerak.profiles import SPLITS, Profile, resolve_profile, seed_everything
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help="sample or competition (default: chosen from data/raw and the GPU)")
     parser.add_argument("--force", action="store_true", help="redo every step, even those done with unchanged inputs")
     args = parser.parse_args(argv)
-    if args.profile:
-        name, why = args.profile, "named on the command line"
-    else:
-        name, why = auto_profile()
-    profile = get_profile(name)
+    profile, why = resolve_profile(args.profile, announce=False)
+    name = profile.name
     print(f"maerak reproduce: profile '{name}' ({why})")
     print(f"  {profile.settings.get('description', '')}")
     if name == "sample":

@@ -163,7 +163,7 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64) -> Teacher:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maerak.profiles import auto_profile, get_profile
+    from maerak.profiles import resolve_profile
     from maerak.schema import load_items
     from preprocessing.prepare import load_config, resolve
 
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="model directory (default: distill.teacher in sources.yml)")
     parser.add_argument("--limit", type=int, help="only the first N train items (timing)")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile)
     dcfg = cfg["distill"]

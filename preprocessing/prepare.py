@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from maerak.files import atomic_write_jsonl, sha256_file
-from maerak.profiles import Profile, auto_profile, get_profile
+from maerak.profiles import Profile, resolve_profile
 from maerak.schema import DataError, Problem, load_items
 from preprocessing import augment, clean, dedup, lengths
 from preprocessing.augment import TaggedRow
@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-magpie", dest="magpie", action="store_false")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile, args.config)
     try:

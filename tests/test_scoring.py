@@ -300,3 +300,33 @@ def test_probabilities_are_a_softmax_over_the_three_letters():
     p = letter_probs([1000.0, 999.0, 0.0])
     assert sum(p) == pytest.approx(1.0)
     assert p[0] / p[1] == pytest.approx(math.e)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev_items, capsys):
+    """Issue 8: submit must fit the GPU it gets. A batch that runs out of memory is split in halves
+    (and later batches use the size that fit); the scores are those of the smaller batches."""
+    import torch
+
+    items = dev_items[:6]
+    reqs = build_requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
+    reference = Scorer(tiny_model_dir, batch_size=2).score(reqs)
+    s = Scorer(tiny_model_dir, batch_size=8)
+    real_forward, seen = s.forward_last, []
+
+    def small_gpu(batch):
+        seen.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(batch)
+
+    s.forward_last = small_gpu
+    got = s.score(reqs)
+    assert s.fit_batch == 2 and seen[:3] == [8, 4, 2]
+    assert max(seen[3:]) == 2  # the second batch goes straight to the size that fit
+    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) for r, q in zip(got, reference) for a, b in zip(r, q))
+    assert "out of GPU memory at batch size 8" in capsys.readouterr().err
+
+    s.forward_last = lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
+    s.fit_batch = None
+    with pytest.raises(torch.OutOfMemoryError):
+        s.score(reqs[:1])
