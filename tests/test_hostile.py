@@ -206,7 +206,7 @@ def test_prepare_refuses_a_hostile_train_file(sample_dir, tmp_path, monkeypatch,
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = prepare.load_config(profile)
     cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
-    monkeypatch.setattr(prepare, "get_profile", lambda name: profile)
+    monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
     for name, content, _id, _field in file_cases(sample_dir):
         train = data / "train.json"

@@ -191,7 +191,7 @@ def test_teacher_set_but_absent_or_distill_forced_without_one_is_a_clear_error(q
 def test_competition_prepare_main_without_teacher_says_so_first(quirky, monkeypatch, capsys):
     profile, cfg = quirky
     write_stage_configs(profile.root, 4096, 4096)
-    monkeypatch.setattr(prepare, "get_profile", lambda name: profile)
+    monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
     assert prepare.main(["--profile", "competition", "--quiet"]) == 0
     out = capsys.readouterr().out.splitlines()
