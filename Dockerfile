@@ -19,7 +19,8 @@
 # Python 3.11 was found. Every line of requirements.lock resolves for cp312
 # manylinux x86_64 (checked with `pip install --dry-run --python-version 3.12
 # --platform manylinux... -r requirements.lock`: 257 of 257, the 7 sdists are
-# pure Python).
+# pure Python; deepspeed's 4 new dependencies have cp312/py3 wheels, and
+# deepspeed itself is an sdist that builds without torch when DS_BUILD_OPS=0).
 #
 # Flash attention: the runtime base has no flash-attn package and no nvcc to
 # build one, so the competition configs use eager attention (Gemma-2's logit
@@ -57,8 +58,11 @@ WORKDIR /workspace
 # --no-deps: the lock is a complete freeze, so exactly its pinned lines are
 # installed on top of the base; nothing unpinned is resolved. torch is the base's.
 COPY requirements.lock /workspace/requirements.lock
-RUN python3 -m pip install --no-cache-dir --no-deps -r /workspace/requirements.lock \
-    && python3 -c "import sys, torch; v = torch.__version__.split('+')[0]; assert v == '2.13.0', f'base torch {torch.__version__} != 2.13.0 (requirements.lock)'; print(sys.version, torch.__version__, torch.version.cuda)"
+# deepspeed ships only an sdist: DS_BUILD_OPS=0 builds it as pure Python (its CUDA ops
+# compile at first use), without torch in pip's build environment.
+RUN DS_BUILD_OPS=0 python3 -m pip install --no-cache-dir --no-deps -r /workspace/requirements.lock \
+    && python3 -c "import sys, torch; v = torch.__version__.split('+')[0]; assert v == '2.13.0', f'base torch {torch.__version__} != 2.13.0 (requirements.lock)'; print(sys.version, torch.__version__, torch.version.cuda)" \
+    && python3 -c "import deepspeed; print('deepspeed', deepspeed.__version__)"
 
 # A non-root user. Ubuntu 24.04 bases already have `ubuntu` with UID 1000: it
 # is removed so that UID/GID (default 1000, usually the host user who owns the

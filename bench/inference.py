@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # (d) floor: the same batches, pre-tokenized and pre-padded, forward only
     from inference.scoring import buckets
 
-    encoded = [scorer.encode(r.prompt) for r in reqs]
+    encoded = [scorer.encode(r) for r in reqs]
     batches = []
     for idx in buckets([len(e) for e in encoded], args.batch_size):
         rows = [encoded[i] for i in idx]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from maerak.schema import LABELS, DataError, Problem, read_json
+from maerak.schema import LABELS, DataError, Problem, decode_json, read_file_bytes, read_json, show_value
 
 ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u([0-9a-fA-F]{4})")
 ID_KEY = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -69,26 +69,32 @@ def check_bytes(data: bytes, name: str) -> list[Problem]:
 
 
 def _diff_fields(a: Any, b: Any, path: str) -> list[str]:
-    """Dotted paths where a (submission) differs from b (test), ignoring nothing."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            sub = f"{path}.{k}" if path else str(k)
-            if k not in a:
-                out.append(f"{sub} (missing)")
-            elif k not in b:
-                out.append(f"{sub} (not in the test file)")
-            else:
-                out += _diff_fields(a[k], b[k], sub)
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        out = []
-        for i, (x, y) in enumerate(zip(a, b)):
-            out += _diff_fields(x, y, f"{path}[{i}]")
-        return out
-    if type(a) is not type(b) or a != b:
-        return [path or "item"]
-    return []
+    """Dotted paths where a (submission) differs from b (test), ignoring nothing.
+    A loop, not recursion: how deep a hostile file nests cannot crash it."""
+    out: list[str] = []
+    stack = [(a, b, path)]
+    while stack:
+        x, y, where = stack.pop()
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str, reverse=True):
+                sub = f"{where}.{k}" if where else str(k)
+                if k not in x:
+                    out.append(f"{sub} (missing)")
+                elif k not in y:
+                    out.append(f"{sub} (not in the test file)")
+                else:
+                    stack.append((x[k], y[k], sub))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            stack += [(u, v, f"{where}[{i}]") for i, (u, v) in reversed(list(enumerate(zip(x, y))))]
+        elif type(x) is not type(y) or x != y:
+            out.append(where or "item")
+    return out
+
+
+def _id_of(item: Any) -> str | None:
+    """An item's id when it is a usable one (a string); ids of any other type count as missing."""
+    iid = item.get("id") if isinstance(item, dict) else None
+    return iid if isinstance(iid, str) else None
 
 
 def check_submission_data(sub: Any, test: Any, sub_name: str, test_name: str,
@@ -102,35 +108,43 @@ def check_submission_data(sub: Any, test: Any, sub_name: str, test_name: str,
         return problems + [Problem(test_name, "-", "file", f"expected a JSON array, got {type(test).__name__}")]
     if len(sub) != len(test):
         problems.append(Problem(sub_name, "-", "file", f"{len(sub)} items, but the test file has {len(test)}"))
-    test_ids = [t.get("id") if isinstance(t, dict) else None for t in test]
-    sub_ids = [s.get("id") if isinstance(s, dict) else None for s in sub]
-    missing = [i for i in test_ids if i not in set(sub_ids)]
-    for iid in missing:
-        problems.append(Problem(sub_name, str(iid), "id", "test item missing from the submission"))
-    extra = set(sub_ids) - set(test_ids)
+    test_ids = [_id_of(t) for t in test]
+    sub_ids = [_id_of(s) for s in sub]
+    test_at: dict[str, int] = {}
+    for n, iid in enumerate(test_ids):
+        if iid is not None:
+            test_at.setdefault(iid, n)
+    sub_at: dict[str, int] = {}
+    for n, iid in enumerate(sub_ids):
+        if iid is not None:
+            sub_at.setdefault(iid, n)
+    for iid in test_at:
+        if iid not in sub_at:
+            problems.append(Problem(sub_name, iid, "id", "test item missing from the submission"))
     for n, s in enumerate(sub):
         where = f"item #{n}"
         if not isinstance(s, dict):
             problems.append(Problem(sub_name, where, "item", "not a JSON object"))
             continue
-        iid = s.get("id")
-        label = str(iid) if iid is not None else where
+        iid = sub_ids[n]
+        label = iid if iid is not None else where
         if iid is None:
-            problems.append(Problem(sub_name, where, "id", "missing"))
-        elif iid in extra:
+            got = "missing" if "id" not in s else f"not a string: {show_value(s['id'])}"
+            problems.append(Problem(sub_name, where, "id", got))
+        elif iid not in test_at:
             problems.append(Problem(sub_name, label, "id", "not in the test file"))
-        elif sub_ids.count(iid) > 1 and sub_ids.index(iid) != n:
+        elif sub_at[iid] != n:
             problems.append(Problem(sub_name, label, "id", f"duplicate id (again at item #{n})"))
         elif n < len(test_ids) and test_ids[n] != iid:
             problems.append(Problem(sub_name, label, "id",
-                                    f"at item #{n}, but the test file has {test_ids[n]!r} there (order differs)"))
+                                    f"at item #{n}, but the test file has {show_value(test_ids[n])} there (order differs)"))
         out = s.get("output")
-        if out not in LABELS:
-            problems.append(Problem(sub_name, label, "output", f"{out!r} is not one of {', '.join(LABELS)}"))
-        if iid in test_ids and iid not in extra:
-            t = test[test_ids.index(iid)]
+        if not isinstance(out, str) or out not in LABELS:
+            problems.append(Problem(sub_name, label, "output", f"{show_value(out)} is not one of {', '.join(LABELS)}"))
+        if iid is not None and iid in test_at:
+            t = test[test_at[iid]]
             a = {k: v for k, v in s.items() if k != "output"}
-            b = {k: v for k, v in t.items() if k != "output"} if isinstance(t, dict) else t
+            b = {k: v for k, v in t.items() if k != "output"}
             for f in _diff_fields(a, b, ""):
                 problems.append(Problem(sub_name, label, f, "differs from the test file"))
     return problems
@@ -140,20 +154,16 @@ def check_submission_file(submission: str | Path, test: str | Path) -> list[Prob
     sub_path, test_path = Path(submission), Path(test)
     try:
         test_data = read_json(test_path)
+        data = read_file_bytes(sub_path)
     except DataError as exc:
         return exc.problems
-    try:
-        data = sub_path.read_bytes()
-    except FileNotFoundError:
-        return [Problem(str(sub_path), "-", "file", "no such file")]
     problems = check_bytes(data, str(sub_path))
     if any(p.field == "file" and p.message.startswith("not UTF-8") for p in problems):
         return problems
     try:
-        sub = json.loads(data.decode("utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        return problems + [Problem(str(sub_path), "-", "file",
-                                   f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+        sub = decode_json(data, str(sub_path))
+    except DataError as exc:
+        return exc.problems  # unreadable: the BOM line would only add noise
     return problems + check_submission_data(sub, test_data, str(sub_path), str(test_path))
 
 
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             print(prob)
         print(f"{args.submission}: INVALID ({len(problems)} problem(s))", file=sys.stderr)
         return 1
-    n = len(read_json(args.test))
+    n = len(read_json(args.test))  # read without a problem just above
     print(f"{args.submission}: OK ({n} items match {args.test})")
     return 0
 

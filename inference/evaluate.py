@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from maerak.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from maerak.profiles import auto_profile, get_profile
+from maerak.profiles import resolve_profile
 from maerak.schema import CATEGORIES, LABELS, DataError, Item, Problem, load_items, read_json
 
 
@@ -119,7 +119,10 @@ def read_predictions(path: Path) -> dict[str, str]:
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError([Problem(str(path), "-", "file", f"expected a JSON array of predictions, got {type(data).__name__}")])
-    return {r["id"]: r.get("output", "") for r in data if isinstance(r, dict) and "id" in r}
+    for n, r in enumerate(data):
+        if not isinstance(r, dict) or not isinstance(r.get("id"), str):
+            raise DataError([Problem(str(path), f"item #{n}", "id", "missing, or the item is not an object with a string id")])
+    return {r["id"]: r.get("output", "") for r in data}
 
 
 def read_probs(pred_path: Path) -> dict[str, list[float]] | None:
@@ -127,7 +130,10 @@ def read_probs(pred_path: Path) -> dict[str, list[float]] | None:
     if not path.exists():
         return None
     data = read_json(path)
-    return {r["id"]: [float(x) for x in r["probs"]] for r in data.get("items", [])}
+    try:
+        return {r["id"]: [float(x) for x in r["probs"]] for r in data.get("items", [])}
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise DataError([Problem(str(path), "-", "items", "not a probabilities file written by submit")]) from None
 
 
 def _fmt(x: float | None) -> str:
@@ -280,10 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pred2", type=Path, default=None, help="a second prediction file to compare with")
     p.add_argument("--out", type=Path, default=None, help="report directory (default: outputs/<profile>/eval)")
     args = p.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     pred_path = args.pred or profile.dev_predictions
     gold_path = args.gold or profile.split_file("dev")
     out = args.out or profile.eval_dir
+    if out.exists() and not out.is_dir():
+        print(f"error: {out}: is a file; --out takes a directory", file=sys.stderr)
+        return 1
     try:
         gold, _ = load_items(gold_path, require_labels=True)
         pred = read_predictions(pred_path)

@@ -17,11 +17,11 @@ import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from maerak.files import append_jsonl, read_keyed_jsonl
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, render_prompt
+from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, fit_prompt, render_prompt
 from maerak.schema import Item
 
 TTA_ORDERS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -100,6 +100,21 @@ def label_of(index: int) -> str:
 
 
 # ---------------------------------------------------------------- tokens
+def encode_request(tokenizer, req: Request, max_length: int) -> tuple[list[int], bool]:
+    """The request's prompt as token ids, at most `max_length` of them, and whether it was cut.
+    An over-long prompt leaves out the conversation's oldest turns (maerak.prompt.fit_prompt),
+    so BOS, the instruction, the question and the options stay. Only when that is not enough
+    (or the request has no item) are the oldest tokens after BOS cut."""
+    ids = list(tokenizer(req.prompt, add_special_tokens=True)["input_ids"])
+    if len(ids) <= max_length:
+        return ids, False
+    if req.item is not None:
+        prompt, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), max_length)
+        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    if len(ids) > max_length:
+        head = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
+        ids = head + ids[len(ids) - (max_length - len(head)):]
+    return ids, True
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -134,6 +149,7 @@ class Request:
     item_id: str
     order: tuple[int, ...]
     prompt: str
+    item: Item | None = field(default=None, compare=False, repr=False)  # to re-render an over-long prompt
 
     @property
     def order_key(self) -> str:
@@ -223,17 +239,15 @@ class Scorer:
             f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}".encode()
         ).hexdigest()[:16]
         self.truncated: list[str] = []
+        self.fit_batch: int | None = None  # set when a batch of `batch_size` ran out of GPU memory
 
-    def encode(self, prompt: str, item_id: str = "") -> list[int]:
+    def encode(self, req: Request) -> list[int]:
         if self.letter_ids is None:
             self.letter_ids = answer_token_ids(self.tokenizer)
-        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        if len(ids) > self.max_length:
-            # Keep the end: the options and the answer position matter more than the preamble.
-            ids = ids[-self.max_length :]
-            if item_id not in self.truncated:
-                self.truncated.append(item_id)
-        return list(ids)
+        ids, cut = encode_request(self.tokenizer, req, self.max_length)
+        if cut and req.item_id not in self.truncated:
+            self.truncated.append(req.item_id)
+        return ids
 
     def forward_last(self, batch: Sequence[Sequence[int]]):
         """Letter logits (float32 tensor [B, 3]) for left-padded token-id lists."""
@@ -252,12 +266,34 @@ class Scorer:
                              position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
             return out.logits[:, -1, self.letter_ids].float().cpu()
 
+    def forward_fitting(self, batch: Sequence[Sequence[int]]):
+        """forward_last in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
+        halved for the rest of the run), down to one prompt, which must fit."""
+        import torch
+
+        parts, start = [], 0
+        while start < len(batch):
+            chunk = batch[start : start + (self.fit_batch or len(batch))]
+            try:
+                parts.append(self.forward_last(chunk))
+            except torch.OutOfMemoryError:
+                if len(chunk) == 1:
+                    raise
+                self.fit_batch = max(1, len(chunk) // 2)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                print(f"\nwarning: out of GPU memory at batch size {len(chunk)}; scoring in batches of {self.fit_batch}",
+                      file=sys.stderr)
+                continue
+            start += len(chunk)
+        return torch.cat(parts)
+
     def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
               on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
         """Letter logits for every request. Batches whose requests are all cached are skipped;
         each scored batch is appended to the cache before the next one starts."""
         self.truncated = []
-        encoded = [self.encode(r.prompt, r.item_id) for r in requests]
+        encoded = [self.encode(r) for r in requests]
         results: list[list[float] | None] = [None] * len(requests)
         plan = buckets([len(e) for e in encoded], self.batch_size)
         done = 0
@@ -267,7 +303,7 @@ class Scorer:
                 for i, c in zip(idx, cached):
                     results[i] = c
             else:
-                logits = self.forward_last([encoded[i] for i in idx]).tolist()
+                logits = self.forward_fitting([encoded[i] for i in idx]).tolist()
                 for i, row in zip(idx, logits):
                     results[i] = [float(x) for x in row]
                 if cache is not None:
@@ -316,7 +352,7 @@ VLLM_ONLY = ("tensor_parallel_size", "prefix_caching")
 
 # ---------------------------------------------------------------- items -> probabilities
 def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]]) -> list[Request]:
-    return [Request(it.id, tuple(o), render_prompt(it, o)) for it in items for o in orders]
+    return [Request(it.id, tuple(o), render_prompt(it, o), it) for it in items for o in orders]
 
 
 def item_probs(items: Sequence[Item], requests: Sequence[Request], logits: Sequence[Sequence[float]]

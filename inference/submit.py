@@ -16,8 +16,9 @@ from pathlib import Path
 
 from inference.check_submission import check_submission_data, check_submission_file
 from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, label_of, make_scorer, score_items
-from maerak.files import atomic_write_json, dumps_json
-from maerak.profiles import auto_profile, get_profile, seed_everything
+from maerak.checkpoint import checkpoint_problems
+from maerak.files import atomic_write_json, dumps_json, output_problem, same_file
+from maerak.profiles import resolve_profile, seed_everything
 from maerak.schema import DataError, load_items, with_outputs
 from preprocessing.clean import model_view
 
@@ -28,6 +29,15 @@ def probs_path(output: Path) -> Path:
 
 def default_cache(output: Path) -> Path:
     return output.with_name(output.stem + ".cache.jsonl")
+
+
+def path_problems(input_path: Path, output: Path, cache: Path | None) -> list[str]:
+    """Everything wrong with where submit will write, found before any scoring: the output is
+    the input (labelled dev items would lose their gold answers), or a path is not writable."""
+    writes = {"--output": output, "probabilities": probs_path(output), **({"--cache": cache} if cache else {})}
+    problems = [f"{path}: {what} is the input file {input_path}; write somewhere else"
+                for what, path in writes.items() if same_file(path, input_path)]
+    return problems + [p for path in writes.values() if (p := output_problem(path))]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = None) -> int:
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     seed_everything(profile.seed)
     scoring = profile.scoring
@@ -63,9 +73,12 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     max_length = args.max_length or int(scoring.get("max_length", 1024))
     dtype = args.dtype or scoring.get("dtype", "float32")
 
-    missing = [str(m) for m in models if not (m / "config.json").exists()]
-    if missing:
-        print(f"error: no checkpoint (config.json) in: {', '.join(missing)}", file=sys.stderr)
+    cache_path = None if args.no_cache else (args.cache or default_cache(output))
+    problems = path_problems(input_path, output, cache_path) + [
+        p for m in models for p in checkpoint_problems(m, "train it again, or point --model at a complete checkpoint")]
+    if problems:
+        for line in problems:
+            print(f"error: {line}", file=sys.stderr)
         return 1
     try:
         items, warnings = load_items(input_path)
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         print(f"error: {input_path}: no items to score", file=sys.stderr)
         return 1
 
-    cache = None if args.no_cache else ScoreCache(args.cache or default_cache(output))
+    cache = None if cache_path is None else ScoreCache(cache_path)
     per_model: list[dict[str, list[float]]] = []
     model_info = []
     for m in models:
@@ -90,8 +103,9 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         scorer = make_scorer(m, backend=args.backend, **kwargs)
         probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
         if scorer.truncated:
-            print(f"warning: {len(scorer.truncated)} prompt(s) longer than {max_length} tokens were cut from the "
-                  f"left: {', '.join(scorer.truncated[:5])}{' ...' if len(scorer.truncated) > 5 else ''}", file=sys.stderr)
+            print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
+                  f"conversation turns were left out (BOS, instruction, question and options kept): "
+                  f"{', '.join(scorer.truncated)}", file=sys.stderr)
         per_model.append(probs)
         model_info.append({"dir": str(m), "fingerprint": scorer.fingerprint})
         scorer.close()

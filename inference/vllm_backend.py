@@ -77,13 +77,14 @@ class VllmScorer:
             f"{model_fingerprint(self.model_dir)}|vllm|{dtype}|{self.max_length}".encode()).hexdigest()[:16]
         self.truncated: list[str] = []
 
-    def encode(self, prompt: str, item_id: str = "") -> list[int]:
-        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-        if len(ids) > self.max_length:
-            ids = ids[-self.max_length:]  # as Scorer.encode: the options and the answer position are at the end
-            if item_id not in self.truncated:
-                self.truncated.append(item_id)
-        return list(ids)
+    def encode(self, req) -> list[int]:
+        """The same token ids as Scorer.encode (scoring.encode_request: oldest turns dropped to fit)."""
+        from inference.scoring import encode_request
+
+        ids, cut = encode_request(self.tokenizer, req, self.max_length)
+        if cut and req.item_id not in self.truncated:
+            self.truncated.append(req.item_id)
+        return ids
 
     def letter_logits(self, prompts: Sequence[Sequence[int]], progress: bool = False) -> list[list[float]]:
         """Raw logits of the three letters after each token-id prompt, in the given order."""
@@ -103,7 +104,7 @@ class VllmScorer:
         """Letter logits for every request, scored in prefix order; chunks of requests are
         appended to the cache one by one, so an interrupted run resumes."""
         self.truncated = []
-        encoded = [self.encode(r.prompt, r.item_id) for r in requests]
+        encoded = [self.encode(r) for r in requests]
         results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]
         todo = [i for i in prefix_order(encoded) if results[i] is None]
         step = max(1, self.batch_size * 16)

@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "check-submission": ("inference.check_submission", "check a submission file against the test file"),
     "reproduce": ("maerak.reproduce", "the whole pipeline for a profile, then dev accuracy and a manifest"),
     "verify": ("maerak.verify", "recompute hashes, re-run submit and compare with the manifest"),
+    "preflight": ("maerak.preflight", "the competition configs end to end on a CPU with a tiny model, in minutes"),
 }
 
 

@@ -1,6 +1,7 @@
 """File edges: atomic writes and hashes. A reader never sees a half-written output."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,14 +11,32 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def target_mode(path: Path) -> int:
+    """The mode a plain open(path, "w") would leave: a replaced file keeps its mode, a new one
+    gets 0666 minus the umask (mkstemp alone would make every output owner-only)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), target_mode(path))
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -25,6 +44,33 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def output_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be written as a file, checked before the work that produces it starts
+    (an existing directory, a parent that is a file, a folder we may not write in); None when it can."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path}: is a directory; give a file name"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{path}: {parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path}: no permission to write in {parent}"
+    return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when two paths name one file (symlinks and ./ resolved), whether or not it exists yet."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

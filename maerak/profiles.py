@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,10 @@ class Profile:
         name = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}[stage]
         return self.path("axolotl_configs") / name
 
-    # Everything a run writes lives under outputs/<profile>/.
+    # Everything a run writes lives under outputs/<profile>/ (the preflight moves it with `out`).
     @property
     def out(self) -> Path:
-        return self.root / "outputs" / self.name
+        return self.root / self.settings.get("out", f"outputs/{self.name}")
 
     @property
     def prepared(self) -> Path:
@@ -126,6 +127,16 @@ def auto_profile(root: Path = ROOT) -> tuple[str, str]:
     if not has_gpu():
         return "sample", "official data found, but no CUDA GPU: the competition profile needs one"
     return "competition", "official data and a CUDA GPU found"
+
+
+def resolve_profile(name: str | None, root: Path = ROOT, announce: bool = True) -> tuple[Profile, str]:
+    """The one default every verb uses: the profile named, else `auto_profile`'s choice (said on stderr)."""
+    if name:
+        return get_profile(name, root), "named on the command line"
+    name, why = auto_profile(root)
+    if announce:
+        print(f"maerak: profile '{name}' ({why}; --profile or PROFILE= to choose)", file=sys.stderr)
+    return get_profile(name, root), why
 
 
 def seed_everything(seed: int) -> None:

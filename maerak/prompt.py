@@ -7,7 +7,7 @@ prompt scored at inference is byte-for-byte the prompt seen in training
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import permutations
 
 from maerak.schema import Item
@@ -46,13 +46,15 @@ def question_line(category: str) -> str:
     return f"위 대화의 {category}{ro_particle(category)} 올바른 지문은?"
 
 
-def render_input(item: Item, order: Sequence[int] = IDENTITY) -> str:
+def render_input(item: Item, order: Sequence[int] = IDENTITY, skip_turns: int = 0) -> str:
     """The task body: conversation, question (with the referenced utterances) and options.
 
-    `order[k]` is the index of the original option shown at letter k.
+    `order[k]` is the index of the original option shown at letter k. `skip_turns` leaves
+    the oldest turns out of [Conversation] only (an over-long prompt at inference, see
+    `fit_prompt`); the question's target utterances are always shown.
     """
     lines = ["[Conversation]"]
-    lines += [f"화자{u.speaker}: {u.text}" for u in item.conversation]
+    lines += [f"화자{u.speaker}: {u.text}" for u in item.conversation[skip_turns:]]
     lines += ["", "[Question]", question_line(item.category)]
     refs = set(item.reference_ids)
     targets = [u for u in item.conversation if refs.intersection(u.ids)]
@@ -72,9 +74,27 @@ def wrap_alpaca(instruction: str, input_text: str) -> str:
     return ALPACA_SYSTEM + ALPACA_TURN.format(instruction=instruction, input=input_text)
 
 
-def render_prompt(item: Item, order: Sequence[int] = IDENTITY) -> str:
+def render_prompt(item: Item, order: Sequence[int] = IDENTITY, skip_turns: int = 0) -> str:
     """The exact text the model scores at inference (and is trained on, minus the answer)."""
-    return wrap_alpaca(INSTRUCTION, render_input(item, order))
+    return wrap_alpaca(INSTRUCTION, render_input(item, order, skip_turns))
+
+
+def fit_prompt(item: Item, order: Sequence[int], n_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, int]:
+    """The prompt with as few of the oldest conversation turns left out as makes it at most
+    `max_tokens` long (by `n_tokens`), and how many were left out. The preamble and
+    instruction, the question with its target utterances and the options always stay,
+    so the last resort is the prompt with no conversation turns (which may still be too long)."""
+    full = render_prompt(item, order)
+    if n_tokens(full) <= max_tokens:
+        return full, 0
+    lo, hi = 1, len(item.conversation)
+    while lo < hi:  # fewest turns left out that fit (fewer turns never means more tokens)
+        mid = (lo + hi) // 2
+        if n_tokens(render_prompt(item, order, mid)) <= max_tokens:
+            hi = mid
+        else:
+            lo = mid + 1
+    return render_prompt(item, order, lo), lo
 
 
 def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | None = None) -> dict:

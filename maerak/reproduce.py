@@ -3,71 +3,130 @@
 validate → prepare → stage 1 (QLoRA) → merge → stage 2 (full) → submit (test)
 → predict dev → evaluate → manifest. Each step is the same module the single
 verbs run, so `make reproduce` and the step-by-step targets cannot drift apart.
+
+A re-run skips each step that finished before with the same inputs, code and
+intact outputs (maerak/stamps.py), redoes an interrupted one (training stages
+resume from their last checkpoint, training/resume.py), and `--force` redoes all.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import shutil
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from inference.submit import probs_path
+from maerak import stamps
 from maerak.files import atomic_write_json
-from maerak.profiles import Profile, auto_profile, get_profile, seed_everything
+from maerak.profiles import SPLITS, Profile, resolve_profile, seed_everything
 
 
 @dataclass(frozen=True)
 class Step:
+    """One node of the DAG: what it runs, what it reads and what it writes."""
+
     name: str
     module: str
     argv: tuple[str, ...]
+    inputs: tuple[Path, ...] = ()
+    outputs: tuple[Path, ...] = ()
+    fresh: bool = False  # outputs removed before it runs (a half-written merge is never built upon)
+    owned: bool = True   # False: outputs shared outside this run (the embedded model), never removed
 
 
 def plan(profile: Profile) -> list[Step]:
-    """The steps for a profile, as (module, argv) pairs: data in, no side effects."""
+    """The steps for a profile with their inputs and outputs: data in, no side effects.
+    A step's inputs are files it reads, including the outputs of the steps before it."""
     p = ("--profile", profile.name)
+    splits = tuple(profile.split_file(s) for s in SPLITS)
+    base = Path(profile.base_model)
+    conf = profile.root / "profiles.yml"
     steps = []
     if profile.settings.get("offline"):
-        steps.append(Step("model", "training.embed_model", ()))
+        steps.append(Step("model", "training.embed_model", p, outputs=(base,), owned=False))
+    sources = profile.path("sources") if "sources" in profile.settings else profile.root / "preprocessing" / "sources.yml"
     steps += [
-        Step("validate", "preprocessing.validate", p),
-        Step("prepare", "preprocessing.prepare", p),
-        Step("train-stage1+merge", "training.axolotl_run", ("--stage", "1", *p)),
-        Step("train-stage2", "training.axolotl_run", ("--stage", "2", *p)),
-        Step("submit", "inference.submit", p),
-        Step(
-            "predict-dev",
-            "inference.submit",
-            (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
-        ),
-        Step("evaluate", "inference.evaluate", p),
+        Step("validate", "preprocessing.validate", p, inputs=splits),
+        Step("prepare", "preprocessing.prepare", p,
+             inputs=(conf, profile.path("data_dir"), profile.root / "data" / "external", sources,
+                     profile.root / "preprocessing" / "cleaning.yml", profile.out / "magpie", base),
+             outputs=(profile.prepared,)),
+        Step("train-stage1", "training.axolotl_run", ("--stage", "1", "--no-merge", *p),
+             inputs=(conf, profile.prepared / "stage1.jsonl", profile.axolotl_config(1), base),
+             outputs=(profile.stage1_dir, profile.out / "configs" / "stage1.yml")),
+        Step("merge", "training.axolotl_run", ("--merge-only", *p),
+             inputs=(conf, profile.stage1_dir / "adapter_config.json", profile.stage1_dir / "adapter_model.safetensors",
+                     profile.out / "configs" / "stage1.yml", base),
+             outputs=(profile.merged_dir,), fresh=True),
+        Step("train-stage2", "training.axolotl_run", ("--stage", "2", *p),
+             inputs=(conf, profile.prepared / "stage2.jsonl", profile.axolotl_config(2), profile.merged_dir),
+             outputs=(profile.stage2_dir, profile.out / "configs" / "stage2.yml")),
+        Step("submit", "inference.submit", p, inputs=(conf, profile.split_file("test"), profile.stage2_dir),
+             outputs=(profile.submission, probs_path(profile.submission))),
+        Step("predict-dev", "inference.submit",
+             (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
+             inputs=(conf, profile.split_file("dev"), profile.stage2_dir),
+             outputs=(profile.dev_predictions, probs_path(profile.dev_predictions))),
+        Step("evaluate", "inference.evaluate", p,
+             inputs=(profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),
+             outputs=(profile.eval_dir,)),
     ]
     return steps
 
 
-def run_steps(steps: list[Step]) -> dict[str, float]:
-    """Runs steps in order; stops at the first failure with the step's name."""
+def nested_outputs(step: Step, steps: list[Step]) -> tuple[Path, ...]:
+    """Other steps' outputs inside this step's output dirs (stage1/merged inside stage1/):
+    left out of this step's listing, so the merge does not make stage 1 look changed."""
+    return tuple(o for s in steps if s is not step for o in s.outputs
+                 if any(mine in o.parents for mine in step.outputs))
+
+
+def remove(paths: tuple[Path, ...]) -> None:
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
+def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", force: bool = False) -> dict[str, float]:
+    """Runs steps in order; stops at the first failure with the step's name. With a state_dir, a step
+    whose stamp matches its inputs (and the code) and whose outputs are intact is skipped; FORCE redoes all."""
     timings: dict[str, float] = {}
     for i, step in enumerate(steps, 1):
-        print(f"\n=== [{i}/{len(steps)}] {step.name}: ./run.sh ... {' '.join(step.argv)}", flush=True)
+        exclude = nested_outputs(step, steps)
+        key = stamps.fingerprint(step.inputs, extra=[code, step.module, *step.argv])
+        head = f"\n=== [{i}/{len(steps)}] {step.name}"
+        if state_dir is not None and not force and stamps.is_done(state_dir, step.name, key, step.outputs, exclude):
+            print(f"{head}: skipped: done, and its inputs, code and outputs are unchanged (FORCE=1 redoes it)", flush=True)
+            timings[step.name] = 0.0
+            continue
+        print(f"{head}: ./run.sh ... {' '.join(step.argv)}", flush=True)
+        if state_dir is not None:
+            stamps.clear(state_dir, step.name)
+            if step.owned and (step.fresh or force):
+                remove(step.outputs)
         start = time.perf_counter()
-        code = int(importlib.import_module(step.module).main(list(step.argv)) or 0)
+        code_ = int(importlib.import_module(step.module).main(list(step.argv)) or 0)
         timings[step.name] = round(time.perf_counter() - start, 1)
-        print(f"=== {step.name}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {timings[step.name]} s", flush=True)
-        if code != 0:
-            raise SystemExit(code)
+        print(f"=== {step.name}: {'ok' if code_ == 0 else f'FAILED (exit {code_})'} in {timings[step.name]} s", flush=True)
+        if code_ != 0:
+            raise SystemExit(code_)
+        if state_dir is not None:
+            stamps.mark_done(state_dir, step.name, key, step.outputs, exclude)
     return timings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh reproduce", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="sample or competition (default: chosen from data/raw and the GPU)")
+    parser.add_argument("--force", action="store_true", help="redo every step, even those done with unchanged inputs")
     args = parser.parse_args(argv)
-    if args.profile:
-        name, why = args.profile, "named on the command line"
-    else:
-        name, why = auto_profile()
-    profile = get_profile(name)
+    profile, why = resolve_profile(args.profile, announce=False)
+    name = profile.name
     print(f"maerak reproduce: profile '{name}' ({why})")
     print(f"  {profile.settings.get('description', '')}")
     if name == "sample":
@@ -77,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()
     seed_everything(profile.seed)
     total = time.perf_counter()
-    timings = run_steps(plan(profile))
+    timings = run_steps(plan(profile), profile.out / ".stamps", stamps.code_version(profile.root), args.force)
     from maerak.manifest import write_manifest
 
     timings["total"] = round(time.perf_counter() - total, 1)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,12 @@ CATEGORIES: tuple[str, ...] = ("원인", "후행사건", "전제", "동기", "�
 LABELS: tuple[str, ...] = ("inference_1", "inference_2", "inference_3")
 ERROR = "error"
 WARNING = "warning"
+SPEAKERS = (1, 2)
+# Real utterances and options are at most a few hundred characters; a text this long is a
+# broken or wrong file (an error, not a prompt to be cut silently at scoring time).
+MAX_TEXT_CHARS = 20_000
+MAX_DEPTH = 64
+SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,25 @@ class Problem:
 
     def __str__(self) -> str:
         prefix = "" if self.severity == ERROR else "warning: "
-        return f"{self.file}: {self.item_id}: {self.field}: {prefix}{self.message}"
+        return f"{show_name(self.file)}: {show_name(self.item_id)}: {show_name(self.field)}: {prefix}{self.message}"
+
+
+def show_name(name: str, limit: int = 120) -> str:
+    """A file name or item id as it goes into a one-line message: as is when plain, else quoted
+    with escapes, so a newline or ': ' inside an id cannot split or fake the `FILE: ID: FIELD` line."""
+    name = str(name)
+    short = name if len(name) <= limit else name[:limit] + "…"
+    if short and short.isprintable() and ": " not in short and short == short.strip():
+        return short
+    return json.dumps(short)
+
+
+def show_value(value: Any, limit: int = 60) -> str:
+    """A user's value in a message, cut short: a 50 MB string or a deeply nested list stays one short line."""
+    if isinstance(value, (dict, list)):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class DataError(Exception):
@@ -78,6 +104,11 @@ def _item_id(raw: Any, index: int) -> str:
     return f"<item #{index}>"
 
 
+def _is_id(value: Any) -> bool:
+    """Utterance ids are strings in the files (integers tolerated); never objects, lists or booleans."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
 def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], list[Problem]]:
     problems: list[Problem] = []
     utterances: list[Utterance] = []
@@ -92,8 +123,10 @@ def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], 
         if isinstance(speaker, str) and speaker.strip().isdigit():
             speaker = int(speaker)
         if not isinstance(speaker, int) or isinstance(speaker, bool):
-            problems.append(Problem(file, iid, f"{where}.speaker", f"expected an integer, got {speaker!r}"))
+            problems.append(Problem(file, iid, f"{where}.speaker", f"expected an integer, got {show_value(speaker)}"))
             continue
+        if speaker not in SPEAKERS:
+            problems.append(Problem(file, iid, f"{where}.speaker", f"speaker {speaker}; the data has speakers 1 and 2", WARNING))
         text = u.get("utterance")
         # Real files carry integer utterances (e.g. a bare number typed in chat) and
         # empty ones; both are kept as text so that reference ids stay valid.
@@ -104,8 +137,16 @@ def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], 
         if not isinstance(text, str):
             problems.append(Problem(file, iid, f"{where}.utterance", f"expected text, got {type(text).__name__}"))
             continue
+        if len(text) > MAX_TEXT_CHARS:
+            problems.append(Problem(file, iid, f"{where}.utterance", f"{len(text):,} characters; longer than any "
+                                    f"real utterance (limit {MAX_TEXT_CHARS:,}): a broken or wrong file?"))
+            continue
         uid = u.get("utterance_id")
-        ids = tuple(str(x) for x in uid) if isinstance(uid, list) else ((str(uid),) if uid is not None else ())
+        listed = uid if isinstance(uid, list) else ([] if uid is None else [uid])
+        if not all(_is_id(x) for x in listed):
+            problems.append(Problem(file, iid, f"{where}.utterance_id", f"expected an id or a list of ids, got {show_value(uid)}"))
+            continue
+        ids = tuple(str(x) for x in listed)
         if not ids:
             problems.append(Problem(file, iid, f"{where}.utterance_id", "missing"))
             continue
@@ -130,23 +171,25 @@ def parse_item(raw: Any, file: str, index: int) -> tuple[Item | None, list[Probl
     if category is None:
         problems.append(Problem(file, iid, "input.category", "missing"))
     elif category not in CATEGORIES:
-        problems.append(Problem(file, iid, "input.category", f"unknown category {category!r}; expected one of {', '.join(CATEGORIES)}"))
+        problems.append(Problem(file, iid, "input.category", f"unknown category {show_value(category)}; expected one of {', '.join(CATEGORIES)}"))
     options = []
     for key in LABELS:
         value = inp.get(key)
         if not isinstance(value, str) or not value.strip():
             problems.append(Problem(file, iid, f"input.{key}", "missing or empty option"))
+        elif len(value) > MAX_TEXT_CHARS:
+            problems.append(Problem(file, iid, f"input.{key}", f"{len(value):,} characters (limit {MAX_TEXT_CHARS:,})"))
         options.append(value if isinstance(value, str) else "")
     refs = inp.get("reference_id", [])
     if isinstance(refs, str):
         refs = [refs]
-    if not isinstance(refs, list):
+    if not isinstance(refs, list) or not all(_is_id(r) for r in refs):
         problems.append(Problem(file, iid, "input.reference_id", "expected a list of utterance ids"))
         refs = []
     known = {i for u in utterances for i in u.ids}
     for ref in refs:
         if str(ref) not in known:
-            problems.append(Problem(file, iid, "input.reference_id", f"{ref!r} points at no utterance", WARNING))
+            problems.append(Problem(file, iid, "input.reference_id", f"{show_value(ref)} points at no utterance", WARNING))
     output = raw.get("output")
     label: str | None
     if output in (None, ""):
@@ -155,7 +198,7 @@ def parse_item(raw: Any, file: str, index: int) -> tuple[Item | None, list[Probl
         label = output
     else:
         label = None
-        problems.append(Problem(file, iid, "output", f"unknown label {output!r}; expected one of {', '.join(LABELS)} or \"\""))
+        problems.append(Problem(file, iid, "output", f"unknown label {show_value(output)}; expected one of {', '.join(LABELS)} or \"\""))
     if any(p.severity == ERROR for p in problems):
         return None, problems
     item = Item(
@@ -190,19 +233,87 @@ def parse_items(data: Any, file: str) -> tuple[list[Item], list[Problem]]:
     return items, problems
 
 
-def read_json(path: str | Path) -> Any:
-    """Decode a JSON file, tolerating a UTF-8 BOM and CRLF line endings."""
+def read_file_bytes(path: str | Path) -> bytes:
+    """A file's bytes, or a DataError naming the file: missing, a directory, unreadable, empty."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError([Problem(str(path), "-", "file", "no such file")]) from None
-    except UnicodeDecodeError as exc:
-        raise DataError([Problem(str(path), "-", "file", f"not UTF-8 ({exc.reason} at byte {exc.start})")]) from None
+    except IsADirectoryError:
+        raise DataError([Problem(str(path), "-", "file", "is a directory, not a file")]) from None
+    except OSError as exc:
+        raise DataError([Problem(str(path), "-", "file", f"unreadable: {exc.strerror}")]) from None
+    if not data.strip():
+        raise DataError([Problem(str(path), "-", "file", "empty file" if not data else "empty file (only whitespace)")])
+    return data
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is too large for a float")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number (non-finite numbers are not JSON)")
+
+
+def _shape_problem(data: Any, strings: bool) -> str | None:
+    """What makes decoded JSON unusable though it parsed: nesting deeper than MAX_DEPTH (later
+    recursive code would crash), or half of a UTF-16 pair (\\ud800 alone: cannot be written as UTF-8)."""
+    kinds = (str, dict, list) if strings else (dict, list)
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not valid text"
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep (a real item is 5): not a competition file"
+            children = [*value, *value.values()] if isinstance(value, dict) else value
+            stack += [(child, depth + 1) for child in children if isinstance(child, kinds)]
+    return None
+
+
+def decode_json(data: bytes, name: str) -> Any:
+    """Decode JSON bytes strictly, tolerating a UTF-8 BOM and CRLF. Every failure is a DataError
+    naming the file: UTF-16, not UTF-8, not JSON, NaN/Infinity, nesting too deep, lone surrogates."""
+    def fail(message: str) -> DataError:
+        return DataError([Problem(name, "-", "file", message)])
+
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise fail("UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
+    if b"\x00" in data[:4096]:
+        raise fail("contains NUL bytes: UTF-16 or binary, not UTF-8 JSON; save it as UTF-8")
     try:
-        return json.loads(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not text.strip():
+        raise fail("empty file (only a byte-order mark or whitespace)")
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
-        raise DataError([Problem(str(path), "-", "file", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]) from None
+        raise fail(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise fail(f"nested more than {MAX_DEPTH} levels deep (a real item is 5): not a competition file") from None
+    except ValueError as exc:  # from the hooks above, or an integer of more than 4300 digits
+        raise fail(f"not valid JSON: {str(exc)[:200]}") from None
+    # Only a \\uD800-\\uDFFF escape can make a surrogate: the strings are walked only then.
+    problem = _shape_problem(value, strings=SURROGATE_ESCAPE.search(text) is not None)
+    if problem:
+        raise fail(problem)
+    return value
+
+
+def read_json(path: str | Path) -> Any:
+    """Decode a JSON file, tolerating a UTF-8 BOM and CRLF line endings."""
+    return decode_json(read_file_bytes(path), str(path))
 
 
 def load_items(path: str | Path, require_labels: bool = False) -> tuple[list[Item], list[Problem]]:

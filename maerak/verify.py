@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from maerak.files import sha256_file
-from maerak.profiles import Profile, auto_profile, get_profile
+from maerak.profiles import Profile, resolve_profile
 
 SubmitFn = Callable[[list[str]], int]
 OK, MISMATCH, INFO = "OK", "MISMATCH", "info"
@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None, *, submit: SubmitFn | None = None, profi
         name = args.profile
         if name is None and args.manifest is not None and args.manifest.is_file():
             name = json.loads(args.manifest.read_text(encoding="utf-8")).get("profile")
-        if name is None:
-            name, _ = auto_profile()
-        profile = get_profile(name)
+        profile, _ = resolve_profile(name)
     profile.apply_env()
     manifest_path = args.manifest or profile.manifest
     rc, table = verify(profile, manifest_path, submit=submit, compare=args.compare, rerun=not args.no_rerun)

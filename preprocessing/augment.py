@@ -5,6 +5,8 @@ the original option shown at letter k, so the answer letter moves with the optio
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, alpaca_row
 from maerak.schema import Item
 
@@ -17,7 +19,31 @@ def orders_named(name: str) -> tuple[tuple[int, ...], ...]:
     return ORDERS[name]
 
 
+class TaggedRow(NamedTuple):
+    """A training row and where it came from, for the report (tag: `order 231` = original
+    options 2, 3, 1 shown at A, B, C; `+rationale` for a distilled row; `row` otherwise)."""
+
+    source: str
+    id: str
+    tag: str
+    row: dict
+
+
+def order_tag(order: tuple[int, ...]) -> str:
+    return "order " + "".join(str(i + 1) for i in order)
+
+
 def task_rows(items: list[Item], orders_name: str = "identity") -> list[dict]:
     """One row per item and order (the orders of one item are adjacent)."""
+    return [t.row for t in tagged_task_rows("", items, orders_name)]
+
+
+def tagged_task_rows(source: str, items: list[Item], orders_name: str = "identity",
+                     rationales: dict[str, str] | None = None) -> list[TaggedRow]:
+    """task_rows with their source, item id and order; with `rationales`, the rationale
+    rows (one per order, for items that have a rationale) instead."""
     orders = orders_named(orders_name)
-    return [alpaca_row(item, order) for item in items for order in orders]
+    if rationales is None:
+        return [TaggedRow(source, it.id, order_tag(o), alpaca_row(it, o)) for it in items for o in orders]
+    return [TaggedRow(source, it.id, order_tag(o) + "+rationale", alpaca_row(it, o, rationale=rationales[it.id]))
+            for it in items for o in orders if rationales.get(it.id)]

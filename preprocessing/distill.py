@@ -154,7 +154,7 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "aut
     """transformers, or vLLM when asked (`backend: vllm`) or with `auto` when `import vllm` works
     (vLLM runs in .venv-vllm, `make setup VLLM=1`)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"distill teacher {path}: no such model directory (build it with `./run.sh model`, or set distill.teacher)")
+        raise FileNotFoundError(f"distill teacher {path}: no such model directory (distill.teacher: a local model you bring; unset it to prepare without rationale rows)")
     from inference import vllm_backend
 
     if backend not in ("auto", "transformers", "vllm"):
@@ -167,7 +167,7 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "aut
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maerak.profiles import auto_profile, get_profile
+    from maerak.profiles import resolve_profile
     from maerak.schema import load_items
     from preprocessing.prepare import load_config, resolve
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--teacher", help="model directory (default: distill.teacher in sources.yml)")
     parser.add_argument("--limit", type=int, help="only the first N train items (timing)")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile)
     dcfg = cfg["distill"]

@@ -94,7 +94,7 @@ def run(model_path: str | Path, out_path: Path, cfg: dict, progress: bool = True
 
 
 def main(argv: list[str] | None = None) -> int:
-    from maerak.profiles import auto_profile, get_profile
+    from maerak.profiles import resolve_profile
     from preprocessing.prepare import load_config, resolve
 
     parser = argparse.ArgumentParser(prog="python -m preprocessing.magpie", description=__doc__.split("\n\n")[0])
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile)
     mcfg = dict(cfg["magpie_generate"])

@@ -1,5 +1,6 @@
 """`./run.sh prepare [--profile P]`: sources -> clean -> dedup -> contamination check ->
-alpaca rows (+ option-order augmentation, + distilled rationales) -> stage1.jsonl,
+alpaca rows (+ option-order augmentation, + distilled rationales when a teacher is set) ->
+token lengths against each stage's sequence_len (preprocessing/lengths.py) -> stage1.jsonl,
 stage2.jsonl and report.json/report.md under outputs/<profile>/prepared/.
 
 Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`).
@@ -14,21 +15,25 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from maerak.files import atomic_write_jsonl, sha256_file
-from maerak.profiles import Profile, auto_profile, get_profile
-from maerak.prompt import alpaca_row
-from maerak.schema import DataError, load_items
-from preprocessing import augment, clean, dedup
+from maerak.profiles import Profile, resolve_profile
+from maerak.schema import DataError, Problem, load_items
+from preprocessing import augment, clean, dedup, lengths
+from preprocessing.augment import TaggedRow
 from preprocessing.report import Report, Step
 from preprocessing.sources import Loaded, Record, load_source, resolve_paths
 
 TASK_KINDS = ("official", "items")
 DEFAULT_CONFIG = "preprocessing/sources.yml"
+OVER_LENGTH = ("stop", "drop")
+ON_MISSING_TOKENIZER = ("skip", "stop")
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -68,6 +73,63 @@ def rel(profile: Profile, path: Path) -> str:
         return str(path)
 
 
+# --- what a run will do (said in its first lines and in the report) -----------------------------
+
+def config_problem(cfg: dict, field: str, message: str) -> DataError:
+    return DataError([Problem(str(cfg.get("_path", DEFAULT_CONFIG)), "-", field, message)])
+
+
+def distill_plan(profile: Profile, cfg: dict, distill_on: bool | None, teacher=None) -> tuple[bool, Path | None, str]:
+    """(distill?, teacher directory to load, the line that says so). A teacher is a model the
+    user brings: with none set, prepare goes on without rationale rows."""
+    dcfg = cfg.get("distill", {})
+    if not (dcfg.get("enabled") if distill_on is None else distill_on):
+        return False, None, "distillation: off (" + ("--no-distill" if distill_on is False else "distill.enabled is false") + ")"
+    if teacher is not None:
+        return True, None, f"distillation: on, teacher {teacher.name}"
+    where = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+    if not dcfg.get("teacher"):
+        if distill_on:
+            raise config_problem(cfg, "distill.teacher", "--distill needs a teacher: set distill.teacher to a local model directory")
+        return False, None, (f"distillation: OFF: no teacher (distill.teacher is not set in {where}; a teacher is a local "
+                             "model you bring): no rationale rows")
+    path = resolve(profile, dcfg["teacher"])
+    if not path.exists():
+        raise config_problem(cfg, "distill.teacher", f"{path}: no such model directory (put your teacher model there, "
+                             "or unset distill.teacher to prepare without rationale rows)")
+    return True, path, f"distillation: on, teacher {rel(profile, path)}"
+
+
+def lengths_plan(profile: Profile, cfg: dict) -> tuple[Callable[[dict], int] | None, dict, str]:
+    """(row length counter or None, token-length info for the report, the line that says so)."""
+    lcfg = cfg.get("lengths", {})
+    for key, allowed in (("on_missing_tokenizer", ON_MISSING_TOKENIZER), ("over_length", OVER_LENGTH)):
+        if lcfg.get(key, allowed[0]) not in allowed:
+            raise config_problem(cfg, f"lengths.{key}", f"{lcfg[key]!r}: expected one of {', '.join(allowed)}")
+    for spec in cfg["sources"]:
+        if spec.get("over_length", "stop") not in OVER_LENGTH:
+            raise config_problem(cfg, f"sources[{spec['name']}].over_length", f"{spec['over_length']!r}: expected stop or drop")
+    ref = lengths.tokenizer_ref(profile, lcfg.get("tokenizer", "{base_model}"))
+    tokenizer, why = lengths.load_tokenizer(ref)
+    if tokenizer is None:
+        where = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+        line = (f"token lengths: NOT CHECKED: no tokenizer {ref} in local files or the Hugging Face cache ({why}); "
+                f"Axolotl will drop rows over sequence_len with only an INFO log line. Put the tokenizer there "
+                f"(for a hub id: `hf download {ref} --include 'tokenizer*'`) or set lengths.tokenizer in {where}")
+        if lcfg.get("on_missing_tokenizer", "skip") == "stop":
+            raise config_problem(cfg, "lengths.tokenizer", line.split(": ", 1)[1] + " (lengths.on_missing_tokenizer: stop)")
+        return None, {"checked": False, "tokenizer": ref, "reason": why}, line
+    if "axolotl_configs" not in profile.settings:
+        raise config_problem(cfg, "axolotl_configs", f"profile {profile.name!r} names no axolotl_configs: no sequence_len to check rows against")
+    limits = lengths.stage_limits(profile)
+    for info in limits.values():
+        info["config"] = rel(profile, Path(info["config"]))
+    said = ", ".join(f"stage {n} sequence_len {v['sequence_len']} ({v['config']})" for n, v in limits.items())
+    return (lengths.row_counter(tokenizer), {"checked": True, "tokenizer": rel(profile, Path(ref)),
+                                           "stages": {f"stage{n}": v for n, v in limits.items()}},
+            f"token lengths: Axolotl's alpaca count with the tokenizer of {rel(profile, Path(ref))}; {said}")
+
+
 # --- pipeline ---------------------------------------------------------------------------------
 
 def _progress(iterable, desc: str, total: int, enabled: bool):
@@ -77,11 +139,18 @@ def _progress(iterable, desc: str, total: int, enabled: bool):
 
 
 def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = None, magpie_on: bool | None = None,
-        progress: bool = True) -> Report:
+        progress: bool = True, say: Callable[[str], None] = print) -> Report:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     report = Report(profile.name)
     extra: dict[str, Any] = {}
+
+    # first: what this run will not do, and why (also at the top of the report)
+    distill_enabled, teacher_path, distill_line = distill_plan(profile, cfg, distill_on, teacher)
+    count, token_info, lengths_line = lengths_plan(profile, cfg)
+    extra["notices"] = [distill_line, lengths_line]
+    for line in extra["notices"]:
+        say(f"prepare: {line}")
 
     # 0. Magpie generation (a stage-1 source read below)
     mcfg = cfg.get("magpie_generate", {})
@@ -203,7 +272,7 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
     # 5. distillation (rationales for the task items that reach a distill stage)
     dist_cfg = cfg.get("distill", {})
     rationales: dict[str, str] = {}
-    distill_enabled = dist_cfg.get("enabled") if distill_on is None else distill_on
+    extra["distill"] = {"status": "off", "why": distill_line}
     if distill_enabled:
         from preprocessing import distill
 
@@ -212,38 +281,42 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
         targets = [r.item for s in loaded if s.kind in TASK_KINDS and stages & set(s.stages) for r in records[s.name]]
         targets = list({it.id: it for it in targets}.values())
         if teacher is None:
-            teacher = distill.load_teacher(resolve(profile, dist_cfg["teacher"]), int(dist_cfg.get("max_new_tokens", 64)),
+            teacher = distill.load_teacher(teacher_path, int(dist_cfg.get("max_new_tokens", 64)),
                                            dist_cfg.get("backend", "auto"), **profile.vllm)
         rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl",
                                             int(dist_cfg.get("batch_size", 4)), int(dist_cfg.get("max_chars", 300)), progress)
         stats["teacher"] = teacher.name
         stats["empty_rationales"] = [iid for iid, r in rationales.items() if not r]
-        extra["distill"] = stats
+        extra["distill"] = {"status": "on", **stats}
         timings["distill"] = round(time.perf_counter() - t, 2)
 
-    # 6. alpaca rows per stage
+    # 6. alpaca rows per stage, each with its source, id and order (for the length check)
     acfg = cfg.get("augment", {})
-    stage_rows: dict[int, list[dict]] = {1: [], 2: []}
-    by_source: dict[int, dict[str, int]] = {1: {}, 2: {}}
+    dist_stages = {int(x) for x in dist_cfg.get("stages", [2])} if distill_enabled else set()
+    stage_rows: dict[int, list[TaggedRow]] = {1: [], 2: []}
     for s in loaded:
         recs = records[s.name]
         step = report.add_step(s.name, Step("format", len(recs), len(recs)))
         for stage in s.stages:
             if s.kind in TASK_KINDS:
-                rows = augment.task_rows([r.item for r in recs], acfg.get(f"stage{stage}_orders", "identity"))
-                if distill_enabled and stage in set(int(x) for x in dist_cfg.get("stages", [2])):
-                    orders = augment.orders_named(dist_cfg.get("orders", "identity"))
-                    rows += [alpaca_row(r.item, o, rationale=rationales[r.item.id]) for r in recs
-                             for o in orders if rationales.get(r.item.id)]
+                items = [r.item for r in recs]
+                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "identity"))
+                if stage in dist_stages:
+                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "identity"), rationales)
             else:
-                rows = [dict(r.row) for r in recs]
+                rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows
-            by_source[stage][s.name] = len(rows)
             step.notes.append(f"stage {stage}: {len(rows)} rows")
+
+    # 7. token lengths: stop at (or drop, with the reason) every row Axolotl would drop unseen
+    t = time.perf_counter()
+    extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info)
+    timings["token_lengths"] = round(time.perf_counter() - t, 2)
 
     for stage in (1, 2):
         if not stage_rows[stage]:
             raise DataError([])  # replaced below with a readable message
+    by_source = {n: {s.name: sum(r.source == s.name for r in stage_rows[n]) for s in loaded if n in s.stages} for n in (1, 2)}
     files = {1: profile.prepared / "stage1.jsonl", 2: profile.prepared / "stage2.jsonl"}
     extra["stages"] = {f"stage{n}": {"rows": len(stage_rows[n]), "by_source": by_source[n], "file": rel(profile, files[n])} for n in (1, 2)}
     extra["contamination"] = cont
@@ -253,15 +326,73 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
     if problems:
         raise RuntimeError("prepare report does not add up:\n" + "\n".join(problems))
 
-    # 7. write (each file atomically; the report last)
+    # 8. write (each file atomically; the report last)
     for n in (1, 2):
-        atomic_write_jsonl(files[n], stage_rows[n])
+        atomic_write_jsonl(files[n], [r.row for r in stage_rows[n]])
         extra["stages"][f"stage{n}"]["sha256"] = sha256_file(files[n])
     timings["total"] = round(time.perf_counter() - t0, 2)
     extra["timings_s"] = timings
     report.extra = extra
     report.write(profile.prepared)
     return report
+
+
+def check_lengths(profile: Profile, cfg: dict, report: Report, loaded: list[Loaded], records: dict[str, list[Record]],
+                  stage_rows: dict[int, list[TaggedRow]], count: Callable[[dict], int] | None, info: dict) -> dict:
+    """Length distribution per stage and source, and every row over the stage's sequence_len.
+    Over-long rows of a source with `over_length: stop` (the default) stop the run (DataError,
+    one line per row); with `drop` they leave `stage_rows` and the report says why. An item
+    counts as dropped at the `length` step only when all its rows were."""
+    if count is None:
+        for s in loaded:
+            n = len(records[s.name])
+            report.add_step(s.name, Step("length", n, n, notes=["token lengths not checked: no tokenizer"]))
+        return info
+    default = cfg.get("lengths", {}).get("over_length", "stop")
+    policy = {spec["name"]: spec.get("over_length", default) for spec in cfg["sources"]}
+    where = {s.name: rel(profile, s.files[0]) if len(s.files) == 1 else s.name for s in loaded}
+    over: list[dict] = []
+    for n, rows in stage_rows.items():
+        limit = info["stages"][f"stage{n}"]["sequence_len"]
+        counts = [count(r.row) for r in rows]
+        by_source: dict[str, list[int]] = {}
+        for r, k in zip(rows, counts):
+            by_source.setdefault(r.source, []).append(k)
+        stage_over = [{"stage": n, "source": r.source, "id": r.id, "row": r.tag, "tokens": k, "sequence_len": limit,
+                       "action": "dropped" if policy[r.source] == "drop" else "stopped"}
+                      for r, k in zip(rows, counts) if k > limit]
+        info["stages"][f"stage{n}"].update(by_source={k: lengths.distribution(v) for k, v in by_source.items()}, over=stage_over)
+        over += stage_over
+        cut = {(o["source"], o["id"], o["row"]) for o in stage_over if o["action"] == "dropped"}
+        stage_rows[n] = [r for r in rows if (r.source, r.id, r.tag) not in cut]
+    stops = [o for o in over if o["action"] == "stopped"]
+    if stops:
+        cfg_file = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+        configs = {n: info["stages"][f"stage{n}"]["config"] for n in stage_rows}
+        raise DataError([Problem(where[o["source"]], f"{o['source']}:{o['id']}", "tokens",
+                                 f"stage {o['stage']} row ({o['row']}) is {o['tokens']} tokens, over sequence_len "
+                                 f"{o['sequence_len']} ({configs[o['stage']]}): Axolotl would drop it; "
+                                 f"shorten it, raise sequence_len, or set over_length: drop for source {o['source']} in {cfg_file}")
+                         for o in stops])
+    total = Counter((r.source, r.id) for rows in stage_rows.values() for r in rows)
+    gone: dict[tuple[str, str], list[dict]] = {}
+    for o in over:
+        gone.setdefault((o["source"], o["id"]), []).append(o)
+    for s in loaded:
+        step = report.add_step(s.name, Step("length", len(records[s.name])))
+        kept = []
+        for rec in records[s.name]:
+            rows_gone = gone.get((s.name, rec.id), [])
+            why = "; ".join(f"stage {o['stage']} {o['row']}: {o['tokens']} tokens > sequence_len {o['sequence_len']}" for o in rows_gone)
+            if rows_gone and not total[(s.name, rec.id)]:
+                step.drop(rec.id, f"every row over sequence_len ({why})")
+                continue
+            if rows_gone:
+                step.notes.append(f"{rec.id}: row(s) dropped, over sequence_len: {why}")
+            kept.append(rec)
+        step.n_out = len(kept)
+        records[s.name] = kept
+    return info
 
 
 def _step(report: Report, source: str, name: str) -> Step:
@@ -278,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-magpie", dest="magpie", action="store_false")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    profile = get_profile(args.profile or auto_profile()[0])
+    profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile, args.config)
     try:
@@ -300,6 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     cont = d["contamination"]
     print(f"dropped {dropped} item(s); contamination: {len(cont['near_duplicates'])} near-duplicate(s), "
           f"{len(cont['shared_conversations'])} shared conversation(s) with dev/test")
+    tl = d["token_lengths"]
+    if tl["checked"]:
+        over = [o for st in tl["stages"].values() for o in st["over"]]
+        print(f"token lengths: {len(over)} row(s) over sequence_len, dropped (reasons in the report)" if over
+              else "token lengths: every row within sequence_len")
+    else:
+        print("token lengths: NOT CHECKED (no tokenizer; see the first lines)")
     print(f"report: {rel(profile, profile.prepared / 'report.md')}  ({d['timings_s']['total']} s)")
     return 0
 

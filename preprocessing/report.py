@@ -61,6 +61,7 @@ class Report:
     def markdown(self) -> str:
         d = self.as_dict()
         lines = [f"# Prepare report: profile `{self.profile}`", ""]
+        lines += [f"> {n}" for n in d.get("notices", [])] + ([""] if d.get("notices") else [])
         for stage, info in d.get("stages", {}).items():
             by = ", ".join(f"{k} {v}" for k, v in info["by_source"].items()) or "-"
             lines.append(f"- **{stage}**: {info['rows']} rows ({by}) -> `{info['file']}`")
@@ -81,10 +82,33 @@ class Report:
             lines += ["", "## Contamination (train vs dev/test; eval items are never dropped)"]
             pairs = cont.get("near_duplicates", []) + cont.get("shared_conversations", [])
             lines += [f"- {c['kind']}: `{c['train']}` ~ `{c['eval']}` -> {c['action']}" for c in pairs] or ["- none found"]
-        if d.get("distill"):
-            lines += ["", "## Distillation", f"`{d['distill']}`"]
+        lines += token_length_lines(d.get("token_lengths"))
+        dist = d.get("distill")
+        if dist:
+            lines += ["", "## Distillation"]
+            lines += [dist["why"]] if dist.get("status") == "off" else [f"- {k}: {v}" for k, v in dist.items() if k != "status"]
         return "\n".join(lines) + "\n"
 
     def write(self, folder: Path) -> None:
         atomic_write_json(folder / "report.json", self.as_dict())
         atomic_write_text(folder / "report.md", self.markdown())
+
+
+def token_length_lines(info: dict | None) -> list[str]:
+    if not info:
+        return []
+    lines = ["", "## Token lengths (Axolotl's alpaca count: prompt with BOS + answer + EOS)"]
+    if not info["checked"]:
+        return lines + [f"Not checked: no tokenizer `{info['tokenizer']}` ({info['reason']})."]
+    lines += [f"tokenizer: `{info['tokenizer']}`", "", "| stage | sequence_len | source | rows | min | mean | p50 | p90 | p99 | max | over |",
+              "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for stage, st in info["stages"].items():
+        for src, dist in st.get("by_source", {}).items():
+            n_over = sum(o["source"] == src for o in st["over"])
+            cells = [dist.get(k, "-") for k in ("rows", "min", "mean", "p50", "p90", "p99", "max")]
+            lines.append(f"| {stage} | {st['sequence_len']} | {src} | " + " | ".join(map(str, cells)) + f" | {n_over} |")
+    over = [o for st in info["stages"].values() for o in st.get("over", [])]
+    lines += ["", f"Rows over sequence_len: {len(over)}"]
+    lines += [f"- stage {o['stage']} `{o['source']}:{o['id']}` ({o['row']}): {o['tokens']} tokens > {o['sequence_len']} -> {o['action']}"
+              for o in over]
+    return lines

@@ -57,6 +57,17 @@ def resolve_paths(patterns: list[str], root: Path, fmt: dict[str, str]) -> list[
     return list(dict.fromkeys(found))
 
 
+def unread_files(patterns: list[str], root: Path, fmt: dict[str, str]) -> list[Path]:
+    """Files sitting in a source's folders that none of its patterns read (a .json among
+    *.jsonl, a .txt): listed in the report so a user sees why their file was not used."""
+    full = [p.format(**fmt) for p in patterns]
+    full = [p if Path(p).is_absolute() else str(root / p) for p in full]
+    folders = {Path(p).parent for p in full if glob.has_magic(Path(p).name) and not glob.has_magic(str(Path(p).parent))}
+    read = set(resolve_paths(patterns, root, fmt))
+    return sorted(f for d in folders if d.is_dir() for f in d.iterdir()
+                  if f.is_file() and not f.name.startswith(".") and f not in read)
+
+
 # --- task items --------------------------------------------------------------------------
 
 def load_task_file(path: Path, source: str, loaded: Loaded) -> None:
@@ -219,9 +230,14 @@ def load_source(spec: dict, root: Path, fmt: dict[str, str], cfg: dict) -> Loade
     name, kind = spec["name"], spec["kind"]
     loaded = Loaded(name=name, kind=kind, stages=tuple(int(s) for s in spec.get("stages", [])))
     loaded.files = resolve_paths([str(p) for p in spec.get("paths", [])], root, fmt)
+    loaded.notes += [f"{f}: not read: source {name!r} reads only {', '.join(Path(p).name for p in spec.get('paths', []))}"
+                     for f in unread_files([str(p) for p in spec.get("paths", [])], root, fmt)]
     if not loaded.files:
         if spec.get("required"):
-            raise DataError([Problem(", ".join(spec.get("paths", [])).format(**fmt), "-", "file", f"source {name!r}: no such file")])
+            where = ", ".join(spec.get("paths", [])).format(**fmt)
+            dirs = [p for p in spec.get("paths", []) if (root / p.format(**fmt)).is_dir()]
+            why = "is a directory, not a file" if dirs else "no such file"
+            raise DataError([Problem(where, "-", "file", f"source {name!r}: {why}")])
         loaded.notes.append(f"no files match {spec.get('paths')}: source skipped")
         return loaded
     for path in loaded.files:

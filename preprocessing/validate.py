@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from maerak.profiles import SPLITS, auto_profile, get_profile
+from maerak.profiles import SPLITS, resolve_profile
 from maerak.schema import CATEGORIES, LABELS, DataError, Item, Problem, load_items
 
 
@@ -52,7 +52,7 @@ def validate_files(paths: list[Path]) -> tuple[list[str], list[Problem]]:
 
 
 def default_files(profile_name: str | None) -> list[Path]:
-    profile = get_profile(profile_name or auto_profile()[0])
+    profile = resolve_profile(profile_name)[0]
     return [profile.split_file(s) for s in SPLITS]
 
 

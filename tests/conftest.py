@@ -6,7 +6,6 @@ well under a second.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -24,38 +23,10 @@ os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _corpus() -> list[str]:
-    from maerak.prompt import ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION
-
-    texts = [ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION, "A B C [Conversation] [Question] [Option] 화자1 화자2 근거"]
-    for split in ("train", "dev", "test"):
-        for item in json.loads((SAMPLE / f"{split}.json").read_text(encoding="utf-8")):
-            inp = item["input"]
-            texts += [str(u["utterance"]) for u in inp["conversation"]]
-            texts += [inp["inference_1"], inp["inference_2"], inp["inference_3"]]
-    return texts
-
-
 def build_tiny_tokenizer(vocab_size: int = 2000):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from maerak.tiny_model import build_bpe_tokenizer, task_corpus
 
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
-    bos = tok.token_to_id("<bos>")
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B", special_tokens=[("<bos>", bos)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+    return build_bpe_tokenizer(task_corpus([SAMPLE / f"{s}.json" for s in ("train", "dev", "test")]), vocab_size)
 
 
 def build_tiny_model(tokenizer, seed: int = 0, **config_overrides):

@@ -37,7 +37,7 @@ def test_make_help_lists_the_pipeline_targets():
 
 def test_reproduce_plan_runs_the_recipe_in_order():
     steps = [s.name for s in plan(get_profile("sample"))]
-    assert steps == ["model", "validate", "prepare", "train-stage1+merge", "train-stage2", "submit", "predict-dev", "evaluate"]
+    assert steps == ["model", "validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "predict-dev", "evaluate"]
     # The competition profile downloads nothing itself: no embedded-model step.
     assert [s.name for s in plan(get_profile("competition"))][0] == "validate"
 
@@ -50,3 +50,41 @@ def test_auto_profile_is_sample_without_official_data(tmp_path):
         (tmp_path / "data" / "raw" / f"{split}.json").write_text("[]")
     name, why = auto_profile(tmp_path)
     assert name == "sample" and "no CUDA GPU" in why  # this machine has none
+
+
+class _Resolved(Exception):
+    pass
+
+
+def test_every_verb_takes_its_default_profile_from_the_one_resolver(monkeypatch):
+    """No verb has its own default: without --profile each asks maerak.profiles.auto_profile."""
+    import importlib
+
+    import maerak.profiles
+
+    def chosen(root=None):
+        raise _Resolved
+
+    monkeypatch.setattr(maerak.profiles, "auto_profile", chosen)
+    argv = {"train": ["--stage", "1"], "merge": ["--merge-only"]}
+    for verb, (module, _) in VERBS.items():
+        # check-submission takes files, not a profile; preflight exists to run the competition
+        # configs on a CPU, where the automatic choice would be sample, so it defaults to competition.
+        if verb in ("check-submission", "preflight"):
+            continue
+        main = importlib.import_module(module).main
+        try:
+            main(argv.get(verb, []))
+        except _Resolved:
+            continue
+        raise AssertionError(f"./run.sh {verb} chose a profile without the resolver")
+
+
+def test_resolver_says_why(tmp_path, capsys):
+    from maerak.profiles import resolve_profile
+
+    (tmp_path / "profiles.yml").write_text((ROOT / "profiles.yml").read_text(encoding="utf-8"), encoding="utf-8")
+    profile, why = resolve_profile(None, tmp_path)
+    assert profile.name == "sample" and "no official data" in why
+    assert "profile 'sample'" in capsys.readouterr().err
+    assert resolve_profile("competition", tmp_path)[0].name == "competition"

@@ -1,8 +1,12 @@
-"""DeepSpeed configs for multi-GPU stage 2, checked without a GPU and without the deepspeed package.
+"""DeepSpeed configs for multi-GPU stage 2, checked without a GPU.
 
 accelerate's DeepSpeedPlugin loads each file (what `accelerate launch` / Axolotl do
 first), and its `deepspeed_config_process` fills every "auto" from the values the
 HF Trainer passes: an "auto" nobody fills raises, exactly as it would at launch.
+Then the chain a launch runs: the installed deepspeed package imports, transformers'
+TrainingArguments take each file with the competition stage-2 config's values,
+the Trainer's finalize step fills the model-size "auto"s, and deepspeed's own
+config parser accepts the result.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ TRAINER_FILLS = {
     "optimizer.params.lr": 2e-5,
     "optimizer.params.betas": [0.9, 0.999],
     "optimizer.params.eps": 1e-8,
-    "optimizer.params.weight_decay": 0.0,
+    "optimizer.params.weight_decay": 0.05,
     "zero_optimization.reduce_bucket_size": HIDDEN * HIDDEN,
     "zero_optimization.stage3_prefetch_bucket_size": int(0.9 * HIDDEN * HIDDEN),
     "zero_optimization.stage3_param_persistence_threshold": 10 * HIDDEN,
@@ -100,3 +104,58 @@ def test_an_unfillable_auto_fails():
                                            "train_micro_batch_size_per_gpu": "auto"})
     with pytest.raises(ValueError, match="sub_group_size"):
         plugin.deepspeed_config_process(must_match=False, **TRAINER_FILLS)
+
+
+def test_deepspeed_imports():
+    # No importorskip: deepspeed is in requirements.lock, so a missing package is a failure.
+    from importlib.metadata import version
+
+    import deepspeed
+
+    lock = (DS_DIR.parent.parent / "requirements.lock").read_text(encoding="utf-8").splitlines()
+    assert f"deepspeed=={deepspeed.__version__}" in lock
+    assert version("deepspeed") == deepspeed.__version__
+
+
+def _stage2_competition(ds_file: str) -> dict:
+    """The competition stage-2 config exactly as `make train-stage2 GPUS=2` resolves it, naming `ds_file`."""
+    import yaml
+
+    from maerak.profiles import get_profile
+    from training import axolotl_run as ar
+
+    profile = get_profile("competition")
+    raw = {**ar.load_yaml(profile.axolotl_config(2)), "deepspeed": f"axolotl_configs/deepspeed/{ds_file}"}
+    cfg = ar.resolve_config(raw, ar.stage_paths(profile, 2), profile.seed, gpus=2)
+    return yaml.safe_load(yaml.safe_dump(cfg))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_transformers_and_deepspeed_accept_each_file_with_the_competition_stage2(name, tmp_path):
+    from types import SimpleNamespace
+
+    from deepspeed.runtime.config import DeepSpeedConfig
+    from transformers import Gemma2Config, TrainingArguments
+
+    cfg = _stage2_competition(name)
+    assert cfg["bf16"] is True
+    args = TrainingArguments(
+        output_dir=str(tmp_path), deepspeed=str(DS_DIR.parent.parent / cfg["deepspeed"]), report_to=[],
+        per_device_train_batch_size=cfg["micro_batch_size"], gradient_accumulation_steps=cfg["gradient_accumulation_steps"],
+        learning_rate=float(cfg["learning_rate"]), weight_decay=float(cfg["weight_decay"]), bf16=cfg["bf16"],
+        lr_scheduler_type=cfg["lr_scheduler"], warmup_steps=cfg["warmup_steps"],
+        use_cpu=True,  # only so that bf16 passes TrainingArguments' device check on this CPU machine
+    )
+    assert args.deepspeed_plugin is not None  # accelerate's plugin, built by TrainingArguments
+    ds = args.hf_deepspeed_config
+    ds.trainer_config_finalize(args, SimpleNamespace(config=Gemma2Config(hidden_size=HIDDEN)), num_training_steps=1000)
+    final = ds.config
+    assert list(_autos(final)) == []
+    assert final["train_micro_batch_size_per_gpu"] == cfg["micro_batch_size"]
+    assert final["gradient_accumulation_steps"] == cfg["gradient_accumulation_steps"]
+    assert final["bf16"]["enabled"] is True and final["fp16"]["enabled"] is False
+    if "optimizer" in final:
+        assert final["optimizer"]["params"]["weight_decay"] == float(cfg["weight_decay"])
+    parsed = DeepSpeedConfig(final)
+    assert parsed.zero_optimization_stage == CONFIGS[name]["stage"]
+    assert parsed.bfloat16_config.enabled and parsed.train_batch_size == cfg["micro_batch_size"] * cfg["gradient_accumulation_steps"]

@@ -146,7 +146,7 @@ def test_option_permutation_moves_the_answer_letter(sample_dir):
 def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):
     profile, cfg = env
     ext(profile, "correction", "pairs.csv", "")
-    monkeypatch.setattr(prepare, "get_profile", lambda name: profile)
+    monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
     assert prepare.main(["--profile", "t", "--quiet"]) == 1
     err = capsys.readouterr().err

@@ -83,3 +83,23 @@ def test_inference_prompt_is_what_axolotl_trains_on(sample_dir, tiny_model_dir):
     assert tokenized["input_ids"][: len(prompt_ids)] == prompt_ids
     first_label = next(t for t in tokenized["labels"] if t != -100)
     assert first_label == answer_token_ids(tokenizer)[LETTERS.index(row["output"])]
+
+
+def test_fit_prompt_leaves_out_the_fewest_oldest_turns_and_keeps_the_targets(sample_dir):
+    from maerak.prompt import fit_prompt
+
+    items, _ = load_items(sample_dir / "train.json")
+    item = next(it for it in items if len(it.conversation) >= 4)
+    full = render_prompt(item)
+    assert fit_prompt(item, (0, 1, 2), len, len(full)) == (full, 0)
+    turn0 = f"화자{item.conversation[0].speaker}: {item.conversation[0].text}\n"
+    prompt, skipped = fit_prompt(item, (0, 1, 2), len, len(full) - 1)  # one character too long
+    assert skipped == 1 and prompt == full.replace(turn0, "", 1)
+    bare = render_prompt(item, skip_turns=len(item.conversation))
+    prompt, skipped = fit_prompt(item, (0, 1, 2), len, len(bare))
+    assert skipped == len(item.conversation) and prompt == bare
+    # the question still shows its target utterances, and the options all stay
+    for u in item.conversation:
+        if set(item.reference_ids) & set(u.ids):
+            assert f"대상 발화 - 화자{u.speaker}: {u.text}" in bare
+    assert all(f"{letter}. {opt}" in bare for letter, opt in zip(LETTERS, item.options))

@@ -19,7 +19,16 @@ from inference.scoring import (
     score_items,
     to_original,
 )
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, LETTERS, render_prompt
+from maerak.prompt import (
+    ALL_ORDERS,
+    ALPACA_SYSTEM,
+    CYCLIC_ORDERS,
+    INSTRUCTION,
+    LETTERS,
+    fit_prompt,
+    render_input,
+    render_prompt,
+)
 from maerak.schema import load_items
 
 
@@ -131,7 +140,7 @@ def test_batched_scores_equal_unbatched_scores(mixed_model_dir, dev_items):
     one = Scorer(mixed_model_dir, batch_size=1)
     many = Scorer(mixed_model_dir, batch_size=7)
     assert "full_attention" in one.model.config.layer_types
-    lengths = {len(one.encode(r.prompt)) for r in reqs}
+    lengths = {len(one.encode(r)) for r in reqs}
     assert len(lengths) > 3, "prompts must differ in length so that batches are padded"
     assert max(lengths) > one.model.config.sliding_window, "exercise the sliding-window layer too"
     a = one.score(reqs)
@@ -146,7 +155,7 @@ def test_batched_scores_equal_unbatched_scores(mixed_model_dir, dev_items):
     # the letter logits are exactly the last-position logits of the full forward pass
     import torch
 
-    ids = one.encode(reqs[0].prompt)
+    ids = one.encode(reqs[0])
     with torch.inference_mode():
         full = one.model(input_ids=torch.tensor([ids])).logits[0, -1, one.letter_ids]
     assert a[0] == pytest.approx(full.tolist(), abs=1e-4)
@@ -157,16 +166,46 @@ def test_buckets_are_length_sorted_and_cover_everything():
     assert plan == [[1, 3], [0, 4], [2]]
 
 
-def test_long_prompts_keep_their_end(scorer, dev_items):
+def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options(scorer, dev_items):
+    tok = scorer.tokenizer
+    item = next(it for it in dev_items if len(it.conversation) >= 4)
+    req = build_requests([item], [(1, 2, 0)])[0]
+    full = len(tok(req.prompt)["input_ids"])
+    bare = len(tok(render_prompt(item, (1, 2, 0), skip_turns=len(item.conversation)))["input_ids"])
+    limit = (full + bare) // 2
+    ids, cut = scoring.encode_request(tok, req, limit)
+    assert cut and bare < len(ids) <= limit
+    assert ids[0] == tok.bos_token_id
+    text = tok.decode(ids[1:])
+    prompt, skipped = fit_prompt(item, (1, 2, 0), lambda t: len(tok(t)["input_ids"]), limit)
+    assert text == prompt and 0 < skipped < len(item.conversation)
+    assert INSTRUCTION in text and text.startswith(ALPACA_SYSTEM)
+    assert text.endswith(render_input(item, (1, 2, 0)).split("[Question]")[1] + "\n\n### Response:\n")
+    shown = text.split("[Conversation]\n", 1)[1].split("\n\n[Question]")[0].splitlines()
+    assert shown == [f"화자{u.speaker}: {u.text}" for u in item.conversation[skipped:]]  # the newest turns stay
+    # one turn fewer left out would not fit: the fewest turns are dropped
+    assert len(tok(render_prompt(item, (1, 2, 0), skip_turns=skipped - 1))["input_ids"]) > limit
+    # a prompt that fits is untouched
+    assert scoring.encode_request(tok, req, full) == (tok(req.prompt)["input_ids"], False)
+
+
+def test_scorer_names_the_items_it_cut(scorer, dev_items):
     short = Scorer.__new__(Scorer)
     short.__dict__.update(scorer.__dict__)
-    short.max_length = 50
-    short.truncated = []
-    prompt = render_prompt(dev_items[0])
-    ids = short.encode(prompt, dev_items[0].id)
-    assert len(ids) == 50
-    assert ids == scorer.tokenizer(prompt)["input_ids"][-50:]
-    assert short.truncated == [dev_items[0].id]
+    lengths = {it.id: len(scorer.tokenizer(render_prompt(it))["input_ids"]) for it in dev_items[:4]}
+    short.max_length = sorted(lengths.values())[1]  # the two longest prompts are over
+    logits = short.score(build_requests(dev_items[:4], [(0, 1, 2)]))
+    assert len(logits) == 4
+    assert sorted(short.truncated) == sorted(i for i, n in lengths.items() if n > short.max_length)
+    assert len(short.truncated) >= 2
+
+
+def test_without_an_item_the_cut_still_keeps_bos(scorer, dev_items):
+    tok = scorer.tokenizer
+    req = Request("x", (0, 1, 2), render_prompt(dev_items[0]))
+    ids, cut = scoring.encode_request(tok, req, 40)
+    assert cut and len(ids) == 40 and ids[0] == tok.bos_token_id
+    assert ids[1:] == tok(req.prompt)["input_ids"][-39:]
 
 
 # ---------------------------------------------------------------- ensembles
@@ -261,3 +300,33 @@ def test_probabilities_are_a_softmax_over_the_three_letters():
     p = letter_probs([1000.0, 999.0, 0.0])
     assert sum(p) == pytest.approx(1.0)
     assert p[0] / p[1] == pytest.approx(math.e)
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev_items, capsys):
+    """Issue 8: submit must fit the GPU it gets. A batch that runs out of memory is split in halves
+    (and later batches use the size that fit); the scores are those of the smaller batches."""
+    import torch
+
+    items = dev_items[:6]
+    reqs = build_requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
+    reference = Scorer(tiny_model_dir, batch_size=2).score(reqs)
+    s = Scorer(tiny_model_dir, batch_size=8)
+    real_forward, seen = s.forward_last, []
+
+    def small_gpu(batch):
+        seen.append(len(batch))
+        if len(batch) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(batch)
+
+    s.forward_last = small_gpu
+    got = s.score(reqs)
+    assert s.fit_batch == 2 and seen[:3] == [8, 4, 2]
+    assert max(seen[3:]) == 2  # the second batch goes straight to the size that fit
+    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) for r, q in zip(got, reference) for a, b in zip(r, q))
+    assert "out of GPU memory at batch size 8" in capsys.readouterr().err
+
+    s.forward_last = lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
+    s.fit_batch = None
+    with pytest.raises(torch.OutOfMemoryError):
+        s.score(reqs[:1])

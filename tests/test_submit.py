@@ -122,3 +122,21 @@ def test_ensemble_of_two_checkpoints(tiny_model_dir, sample_dir, tmp_path):
     for row in probs["items"]:
         a, b = row["per_model"]
         assert row["probs"] == pytest.approx([(x + y) / 2 for x, y in zip(a, b)])
+
+
+def test_over_long_prompts_are_named_in_the_warning(tiny_model_dir, sample_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from maerak.prompt import render_prompt
+    from maerak.schema import load_items
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    items, _ = load_items(sample_dir / "test.json")
+    lengths = {it.id: len(tok(render_prompt(it))["input_ids"]) for it in items}
+    limit = sorted(lengths.values())[len(items) // 2]
+    assert run_submit(tiny_model_dir, sample_dir / "test.json", tmp_path / "s.json", "--max-length", str(limit)) == 0
+    err = capsys.readouterr().err
+    cut = [i for i, n in lengths.items() if n > limit]
+    assert cut and f"{len(cut)} item(s) had a prompt longer than {limit} tokens" in err
+    assert "oldest conversation turns were left out" in err and all(i in err for i in cut)
+    assert not any(i in err for i, n in lengths.items() if n <= limit)

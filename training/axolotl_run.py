@@ -12,8 +12,10 @@ into the run manifest) and runs Axolotl's CLI on it in a subprocess:
 from __future__ import annotations
 
 import argparse
+import collections
 import copy
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,7 +25,8 @@ from typing import Any
 import yaml
 
 from maerak.files import atomic_write_text
-from maerak.profiles import Profile, get_profile
+from maerak.profiles import Profile, resolve_profile
+from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 STAGE_DATA = {1: "stage1.jsonl", 2: "stage2.jsonl"}
@@ -121,11 +124,28 @@ def run(cmd: list[str], cwd: Path) -> float:
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONPATH"] = str(cwd) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, env=env)
+    # Streamed as it comes, and the tail kept, so a failure can quote the child's own error.
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace") as proc:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            sys.stdout.write(line)
+            tail.append(line.rstrip("\n"))
+    sys.stdout.flush()
     if proc.returncode != 0:
-        raise TrainError(f"`{' '.join(cmd[1:4])} …` failed with exit status {proc.returncode}")
+        cause = error_lines(list(tail))
+        raise TrainError(f"`{' '.join(cmd[1:4])} …` failed with exit status {proc.returncode}" + (f": {cause}" if cause else ""))
     return time.perf_counter() - start
+
+
+def error_lines(lines: list[str]) -> str:
+    """The child's last exception line and the two after it (pydantic puts the config key there)."""
+    for i in range(len(lines) - 1, -1, -1):
+        if re.match(r"^[\w.]*(Error|Exception)\b", lines[i].strip()):
+            return " | ".join(x.strip() for x in lines[i : i + 3] if x.strip())
+    return ""
 
 
 def write_resolved(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None = None) -> tuple[Path, dict]:
@@ -141,11 +161,18 @@ def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None 
     profile.apply_env()
     path, cfg = write_resolved(profile, stage, gpus, config_file)
     check_inputs(profile, stage, stage_paths(profile, stage))
-    seconds = run(command("axolotl.cli.train", path, gpus), profile.root)
     out = Path(cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
+    last = resume.resume_point(out, resume.run_key(path, Path(cfg["datasets"][0]["path"]), cfg["base_model"]))
+    if last is not None:
+        print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
+    extra = [f"--resume_from_checkpoint={last}"] if last is not None else []
+    seconds = run(command("axolotl.cli.train", path, gpus, extra), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage == 2:
         ensure_final_checkpoint(out, Path(cfg["base_model"]))
+    resume.finish(out)
     return out
 
 
@@ -178,14 +205,14 @@ def ensure_final_checkpoint(out: Path, base: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh train", description="Run an Axolotl stage on a profile.")
     parser.add_argument("--stage", type=int, choices=(1, 2), help="1: QLoRA (then merge), 2: full fine-tune")
-    parser.add_argument("--profile", default="sample")
+    parser.add_argument("--profile", help="sample or competition (default: auto, as every verb)")
     parser.add_argument("--gpus", type=int, default=1, help="N>1 launches through accelerate (+ DeepSpeed ZeRO-3)")
     parser.add_argument("--no-merge", action="store_true", help="stage 1: leave the LoRA unmerged")
     parser.add_argument("--merge-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.gpus < 1:
         parser.error("--gpus must be at least 1")
-    profile = get_profile(args.profile)
+    profile, _ = resolve_profile(args.profile)
     try:
         if args.merge_only:
             merge(profile)

@@ -1,0 +1,89 @@
+"""Content stamps: has a pipeline step already run on exactly these inputs, with its outputs intact?
+
+A stamp (outputs/<profile>/.stamps/<step>.json) is written only after a step succeeds.
+It holds a fingerprint of the step's inputs (file contents, plus the code version) and
+a listing of its outputs (path, size, mtime). A step is skipped when both still match:
+an interrupted step has no stamp, a changed input changes the fingerprint, and a
+half-rewritten or deleted output changes the listing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from maerak.files import atomic_write_json, sha256_file
+
+# Files above this size (model weights) are fingerprinted by size and mtime, not hashed:
+# hashing 18 GB of a 9B checkpoint on every re-run would cost minutes.
+HASH_LIMIT = 16 << 20
+CODE_DIRS = ("maerak", "preprocessing", "training", "inference")
+# Logs, not results: Axolotl rewrites output_dir/debug.log on every command that names that
+# directory (the merge appends to stage 1's), which must not make stage 1 look changed.
+LOGS = ("debug.log",)
+
+
+def _files(path: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.rglob("*")
+                  if p.is_file() and not any(p == e or e in p.parents for e in exclude))
+
+
+def listing(paths: Iterable[Path], exclude: tuple[Path, ...] = ()) -> list[list[Any]]:
+    """[path, size, mtime_ns] of every file under `paths`: changes whenever a file is rewritten."""
+    rows = []
+    for path in paths:
+        for f in (f for f in _files(path, exclude) if f.name not in LOGS):
+            st = f.stat()
+            rows.append([str(f), st.st_size, st.st_mtime_ns])
+    return rows
+
+
+def fingerprint(paths: Iterable[Path], extra: Iterable[str] = ()) -> str:
+    """sha256 over the inputs: each file's content (size+mtime above HASH_LIMIT), and missing paths as such."""
+    h = hashlib.sha256()
+    for text in extra:
+        h.update(f"extra\0{text}\n".encode())
+    for path in paths:
+        files = _files(path)
+        if not files:
+            h.update(f"absent\0{path}\n".encode())
+        for f in files:
+            st = f.stat()
+            digest = sha256_file(f) if st.st_size <= HASH_LIMIT else f"{st.st_size}:{st.st_mtime_ns}"
+            h.update(f"{f}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def code_version(root: Path) -> str:
+    """The code that runs the steps: every .py and .yml of the four packages, and the lock file."""
+    files = [f for d in CODE_DIRS for f in sorted((root / d).rglob("*")) if f.suffix in (".py", ".yml")]
+    return fingerprint([*files, root / "requirements.lock"])
+
+
+def stamp_path(state_dir: Path, step: str) -> Path:
+    return state_dir / f"{step.replace('/', '_')}.json"
+
+
+def is_done(state_dir: Path, step: str, inputs_fp: str, outputs: Iterable[Path], exclude: tuple[Path, ...] = ()) -> bool:
+    path = stamp_path(state_dir, step)
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(stamp, dict) and stamp.get("inputs") == inputs_fp
+            and stamp.get("outputs") == listing(outputs, exclude))
+
+
+def mark_done(state_dir: Path, step: str, inputs_fp: str, outputs: Iterable[Path], exclude: tuple[Path, ...] = ()) -> Path:
+    return atomic_write_json(stamp_path(state_dir, step),
+                             {"step": step, "inputs": inputs_fp, "outputs": listing(outputs, exclude)})
+
+
+def clear(state_dir: Path, step: str) -> None:
+    stamp_path(state_dir, step).unlink(missing_ok=True)

@@ -1,0 +1,77 @@
+"""Token lengths of the training rows, counted the way Axolotl counts them.
+
+Axolotl's `alpaca` dataset type (AlpacaPromptTokenizingStrategy) tokenizes the wrapped
+prompt with BOS, truncated to `sequence_len`, then appends the response with BOS
+stripped and EOS added; with the default `excess_length_strategy: drop` it then drops
+every row longer than `sequence_len`, logging only a count at INFO
+(axolotl/utils/data/utils.py, utils/trainer.py:filter_sequences_by_length). So a row is
+dropped exactly when its untruncated prompt + response + EOS length is over
+`sequence_len`; prepare measures that length with Axolotl's own strategy and the
+profile's tokenizer, and stops (or drops with a reason) before Axolotl can drop silently.
+
+`sequence_len` and `excess_length_strategy` are read from the stage YAMLs
+(axolotl_configs/<profile>/), never written here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from maerak.profiles import Profile
+from maerak.schema import DataError, Problem
+
+UNBOUNDED = 1 << 30  # tokenizer max_length for the strategy: measure, never truncate
+
+
+def stage_limits(profile: Profile, stages: Sequence[int] = (1, 2)) -> dict[int, dict]:
+    """Per stage: sequence_len, the excess length strategy and the config file read."""
+    from training.axolotl_run import load_yaml
+
+    out = {}
+    for n in stages:
+        path = profile.axolotl_config(n)
+        cfg = load_yaml(path)
+        if not isinstance(cfg.get("sequence_len"), int):
+            raise DataError([Problem(str(path), "-", "sequence_len", "missing or not an integer (prepare checks row lengths against it)")])
+        out[n] = {"sequence_len": cfg["sequence_len"], "excess_length_strategy": str(cfg.get("excess_length_strategy") or "drop"),
+                  "config": str(path)}
+    return out
+
+
+def tokenizer_ref(profile: Profile, setting: str) -> str:
+    """A directory (relative to the repository root) when one exists, else the text as
+    given (a hub id, looked up in the local Hugging Face cache only)."""
+    value = str(setting).format(data_dir=profile.settings.get("data_dir", ""), out=profile.out,
+                                base_model=profile.settings.get("base_model", ""))
+    local = Path(value) if Path(value).is_absolute() else profile.root / value
+    return str(local) if local.exists() else value
+
+
+def load_tokenizer(ref: str):
+    """(tokenizer, '') or (None, why). Never downloads: local files and the HF cache only."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(ref, local_files_only=True), ""
+    except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+
+
+def row_counter(tokenizer) -> Callable[[dict], int]:
+    """Length of one alpaca row as Axolotl's alpaca strategy tokenizes it, untruncated."""
+    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
+    from axolotl.prompters import AlpacaPrompter
+
+    strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter("instruct"), tokenizer, False, UNBOUNDED)
+    return lambda row: len(strategy.tokenize_prompt(row)["input_ids"])
+
+
+def distribution(lengths: Sequence[int]) -> dict:
+    """rows, min, mean, p50/p90/p99 (nearest rank) and max."""
+    if not lengths:
+        return {"rows": 0}
+    a = np.asarray(lengths)
+    pct = {f"p{q}": int(np.percentile(a, q, method="inverted_cdf")) for q in (50, 90, 99)}
+    return {"rows": int(a.size), "min": int(a.min()), "mean": round(float(a.mean()), 1), **pct, "max": int(a.max())}

@@ -1,0 +1,67 @@
+"""The preflight: its overrides are one small file of GPU-only and budget keys, it builds the
+configs it runs from the profile's own, and a broken competition config key fails it with the
+step and the key named. (The passing run, ~3-5 min on 2 cores, is `make preflight` in .ci/run.)"""
+from __future__ import annotations
+
+import yaml
+
+from maerak import preflight
+from maerak.profiles import ROOT, get_profile
+
+GPU_OR_BUDGET = {"bf16", "tf32", "optimizer", "max_steps", "save_strategy",
+                 "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel"}
+
+
+def test_overrides_touch_only_gpu_and_budget_keys():
+    ov = preflight.load_overrides()
+    touched = set(ov["stages"]) | set(ov["stage1"]) | set(ov.get("stage2") or {})
+    assert touched <= GPU_OR_BUDGET, touched - GPU_OR_BUDGET
+    assert {"attn_logit_softcapping", "final_logit_softcapping"}.isdisjoint(ov["model"])  # Gemma-2's defaults kept
+
+
+def test_stage_configs_are_the_profiles_own_plus_the_overrides():
+    ov = preflight.load_overrides()
+    real = get_profile("competition")
+    for stage, name in preflight.STAGE_FILES.items():
+        raw = yaml.safe_load((real.path("axolotl_configs") / name).read_text(encoding="utf-8"))
+        got = preflight.override_stage(raw, ov, stage)
+        changed = {k for k in got if got.get(k) != raw.get(k)}
+        assert changed <= set(ov["stages"]) | set(ov.get(f"stage{stage}") or {})
+        for key in ("learning_rate", "weight_decay", "micro_batch_size", "gradient_accumulation_steps", "sequence_len",
+                    "sample_packing", "attn_implementation", "merge_method"):
+            assert got.get(key) == raw.get(key), key
+        assert got["optimizer"] == "adamw_torch" and raw["optimizer"] == "adamw_bnb_8bit"
+
+
+def test_tiny_base_is_gemma2_with_softcapping_and_a_sliding_window(tmp_path):
+    from transformers import AutoConfig
+
+    ov = preflight.load_overrides()
+    files = [ROOT / "data" / "sample" / f"{s}.json" for s in ("train", "dev", "test")]
+    preflight.build_base(get_profile("competition"), ov, files, tmp_path / "base")
+    cfg = AutoConfig.from_pretrained(tmp_path / "base")
+    assert cfg.model_type == "gemma2" and cfg.attn_logit_softcapping == 50.0 and cfg.final_logit_softcapping == 30.0
+    assert cfg.sliding_window == ov["model"]["sliding_window"] and "sliding_attention" in cfg.layer_types
+
+
+def test_a_broken_competition_key_fails_naming_the_step_and_the_key(tmp_path, capsys):
+    src = get_profile("competition").path("axolotl_configs")
+    broken = tmp_path / "configs"
+    broken.mkdir()
+    for name in preflight.STAGE_FILES.values():
+        cfg = yaml.safe_load((src / name).read_text(encoding="utf-8"))
+        if name.startswith("stage1"):
+            cfg["lr_scheduler"] = "cosine_with_typo"
+        (broken / name).write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    rc = preflight.main(["--configs", str(broken), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "FAILED at step 'stage 1'" in err and "lr_scheduler" in err, err[-2000:]
+    assert not (tmp_path / "out" / "stage1" / "merged").exists()
+
+
+def test_suspect_keys_come_from_names_or_quoted_values():
+    cfg = {"lr_scheduler": "cosine_x", "base_model": "/m/base", "sequence_len": 1024, "seed": 3}
+    assert preflight.suspect_keys(cfg, "ValueError: cosine_x is not a valid SchedulerType") == ["lr_scheduler"]
+    assert preflight.suspect_keys(cfg, "ValidationError: 1 validation error | sequence_len | not an int") == ["sequence_len"]
+    assert preflight.suspect_keys(cfg, "RuntimeError: out of memory") == []
