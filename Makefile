@@ -70,9 +70,10 @@ test: $(STAMP) ## the test suite (what CI runs)
 test-e2e: $(STAMP) ## slow end-to-end checks on the embedded model (not in `make test`)
 	$(VENV)/bin/python -m pytest -q -m e2e -o addopts="" tests
 
-bench: $(STAMP) ## benchmarks: dedup and inference throughput ratios
+bench: $(STAMP) ## benchmarks: dedup, inference and training-step throughput ratios
 	$(VENV)/bin/python bench/dedup.py
 	$(VENV)/bin/python bench/inference.py
+	$(VENV)/bin/python bench/train_step.py
 
 lint: $(STAMP) ## ruff and hadolint
 	$(VENV)/bin/ruff check .
