@@ -100,9 +100,10 @@ test-e2e: $(STAMP) ## slow end-to-end checks on the embedded model (not in `make
 	$(VENV)/bin/python -m pytest -q -m e2e -o addopts="" tests
 	@if [ -e $(STAMP_VLLM) ]; then MAERAK_REQUIRE_VLLM=1 $(VENV_VLLM)/bin/python -m pytest -q -m e2e -o addopts="" $(VLLM_TESTS); fi
 
-bench: $(STAMP) ## benchmarks: dedup and inference throughput ratios
+bench: $(STAMP) ## benchmarks: dedup, inference and training-step throughput ratios
 	$(VENV)/bin/python bench/dedup.py
 	$(VENV)/bin/python bench/inference.py
+	$(VENV)/bin/python bench/train_step.py
 
 lint: $(STAMP) ## ruff and hadolint
 	$(VENV)/bin/ruff check .

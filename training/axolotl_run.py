@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import collections
 import copy
+import importlib.util
 import os
 import re
 import subprocess
@@ -29,6 +30,7 @@ from maerak.profiles import Profile, resolve_profile
 from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
+CODE_ROOT = Path(__file__).resolve().parent.parent  # where `training.answer_loss` (a plugin in the YAMLs) imports from
 STAGE_DATA = {1: "stage1.jsonl", 2: "stage2.jsonl"}
 
 
@@ -93,6 +95,18 @@ def resolved_path(profile: Profile, stage: int) -> Path:
     return profile.out / "configs" / f"stage{stage}.yml"
 
 
+def check_plugins(cfg: dict[str, Any], config: Path) -> None:
+    """Axolotl logs a plugin it cannot import and trains without it; stop before that instead."""
+    for name in cfg.get("plugins") or []:
+        module = str(name).rpartition(".")[0]
+        try:
+            found = bool(module) and importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise TrainError(f"{config}: plugins: {name}: module {module or name!r} not importable")
+
+
 def check_inputs(profile: Profile, stage: int, paths: dict[str, str]) -> None:
     data = Path(paths["dataset"])
     if not data.is_file() or data.stat().st_size == 0:
@@ -123,7 +137,8 @@ def run(cmd: list[str], cwd: Path) -> float:
     env = dict(os.environ)
     env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env["PYTHONPATH"] = str(cwd) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    paths = dict.fromkeys([str(cwd), str(CODE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env.setdefault("PYTHONUNBUFFERED", "1")
     start = time.perf_counter()
     # Streamed as it comes, and the tail kept, so a failure can quote the child's own error.
@@ -160,6 +175,7 @@ def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None 
     """Run one Axolotl training stage; returns its output dir."""
     profile.apply_env()
     path, cfg = write_resolved(profile, stage, gpus, config_file)
+    check_plugins(cfg, config_file or profile.axolotl_config(stage))
     check_inputs(profile, stage, stage_paths(profile, stage))
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
