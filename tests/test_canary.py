@@ -26,7 +26,7 @@ RIGHT, WRONG = "정답입니다", "아닙니다"
 LABELS = ("inference_1", "inference_2", "inference_3")
 # Measured in-process on these 18 rows: all 6 items right from step ~150 at lr 1e-3 (3e-3 diverges to chance).
 CANARY_TRAINING = {"max_steps": 210, "micro_batch_size": 6, "learning_rate": 1.0e-3, "lr_scheduler": "constant",
-                   "sequence_len": 1024}
+                   "sequence_len": 1024, "save_steps": 100_000}  # no mid-run checkpoints: they cost more than the steps
 
 
 def planted_items(sample_dir: Path) -> list[dict]:
@@ -100,7 +100,7 @@ def test_planted_and_moved_labels(sample_dir, shift):
 
 # Stage 2 of the embedded model on the 60 sample train items (180 augmented rows, 90 steps an epoch at
 # micro-batch 2). The budget below is an estimate, not yet measured on the 2-core machine (see the report).
-OVERFIT_TRAINING = {"max_steps": 270, "learning_rate": 1.0e-4, "lr_scheduler": "constant"}
+OVERFIT_TRAINING = {"max_steps": 270, "learning_rate": 1.0e-4, "lr_scheduler": "constant", "save_steps": 100_000}
 
 
 @pytest.mark.e2e
