@@ -6,6 +6,13 @@ probabilities over the letters (softmax over the three logits), which `order`
 maps back to the ORIGINAL options. Permutation TTA averages those mapped
 probabilities over several orders; ensembles combine checkpoints by mean or vote.
 
+In `options` mode (profiles.yml scoring.mode) a request is one item's context
+(`render_context`, no options in it) plus its three option texts as continuations;
+the "logits" of a request are then each option's summed token log-probabilities
+after the context (the context runs once per item, its KV cache shared by the three
+options), and the same softmax gives the option probabilities. Option order plays
+no part there, so TTA has nothing to average: options mode scores once.
+
 Pure helpers (`letter_probs`, `to_original`, `average`, `combine`, `argmax_first`)
 take numbers and return numbers; `Scorer` is the model edge; `ScoreCache` is the
 resume edge (a JSONL file of letter logits keyed by item id + model fingerprint +
@@ -21,7 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from maerak.files import append_jsonl, read_keyed_jsonl
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, answer_token_ids, fit_prompt, render_prompt
+from maerak.prompt import (
+    ALL_ORDERS,
+    CYCLIC_ORDERS,
+    IDENTITY,
+    MODES,
+    answer_token_ids,
+    fit_prompt,
+    render_context,
+    render_prompt,
+    response_ids,
+)
 from maerak.schema import Item
 
 TTA_ORDERS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -106,10 +123,13 @@ def encode_request(tokenizer, req: Request, max_length: int) -> tuple[list[int],
     so BOS, the instruction, the question and the options stay. Only when that is not enough
     (or the request has no item) are the oldest tokens after BOS cut."""
     ids = list(tokenizer(req.prompt, add_special_tokens=True)["input_ids"])
+    if req.continuations:  # options mode: the context plus its longest option must fit
+        max_length -= max(len(response_ids(tokenizer, c)) for c in req.continuations)
     if len(ids) <= max_length:
         return ids, False
     if req.item is not None:
-        prompt, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), max_length)
+        render = render_context if req.continuations else None
+        prompt, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), max_length, render)
         ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
     if len(ids) > max_length:
         head = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
@@ -150,6 +170,7 @@ class Request:
     order: tuple[int, ...]
     prompt: str
     item: Item | None = field(default=None, compare=False, repr=False)  # to re-render an over-long prompt
+    continuations: tuple[str, ...] = ()  # options mode: the option texts scored after `prompt`
 
     @property
     def order_key(self) -> str:
@@ -172,7 +193,8 @@ class ScoreCache:
 
     @staticmethod
     def key(fingerprint: str, req: Request) -> str:
-        return f"{req.item_id}|{fingerprint}|{req.order_key}|{prompt_hash(req.prompt)}"
+        text = req.prompt + "".join("\0" + c for c in req.continuations)  # letters: the prompt alone, as before
+        return f"{req.item_id}|{fingerprint}|{req.order_key}|{prompt_hash(text)}"
 
     def get(self, fingerprint: str, req: Request) -> list[float] | None:
         return self.rows.get(self.key(fingerprint, req))
@@ -266,6 +288,31 @@ class Scorer:
                              position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
             return out.logits[:, -1, self.letter_ids].float().cpu()
 
+    def forward_options(self, context: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
+        """Each option's summed token log-probabilities after `context`. The context runs once;
+        its KV cache, repeated per option, serves one right-padded forward of the options."""
+        import torch
+
+        n, width, start = len(options), max(len(o) for o in options), len(context)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, start + width), dtype=torch.long)
+        mask[:, :start] = 1
+        for r, opt in enumerate(options):
+            ids[r, : len(opt)] = torch.tensor(list(opt), dtype=torch.long)
+            mask[r, start : start + len(opt)] = 1
+        positions = torch.arange(start, start + width).expand(n, -1)
+        with torch.inference_mode():
+            head = self.model(input_ids=torch.tensor([list(context)], device=self.device), use_cache=True,
+                              logits_to_keep=1)
+            cache = head.past_key_values
+            cache.batch_repeat_interleave(n)
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
+            # token j of an option is predicted at the context's last position (j = 0) or at option token j-1
+            logp = torch.cat([head.logits[:, -1:].expand(n, -1, -1), out.logits[:, :-1]], dim=1).float().log_softmax(-1)
+            taken = logp.gather(-1, ids.to(self.device).unsqueeze(-1)).squeeze(-1).cpu()
+        return [float(taken[r, : len(opt)].sum()) for r, opt in enumerate(options)]
+
     def forward_fitting(self, batch: Sequence[Sequence[int]]):
         """forward_last in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
         halved for the rest of the run), down to one prompt, which must fit."""
@@ -294,6 +341,7 @@ class Scorer:
         each scored batch is appended to the cache before the next one starts."""
         self.truncated = []
         encoded = [self.encode(r) for r in requests]
+        options = [[response_ids(self.tokenizer, c) for c in r.continuations] for r in requests]
         results: list[list[float] | None] = [None] * len(requests)
         plan = buckets([len(e) for e in encoded], self.batch_size)
         done = 0
@@ -303,7 +351,10 @@ class Scorer:
                 for i, c in zip(idx, cached):
                     results[i] = c
             else:
-                logits = self.forward_fitting([encoded[i] for i in idx]).tolist()
+                if requests[idx[0]].continuations:
+                    logits = [self.forward_options(encoded[i], options[i]) for i in idx]
+                else:
+                    logits = self.forward_fitting([encoded[i] for i in idx]).tolist()
                 for i, row in zip(idx, logits):
                     results[i] = [float(x) for x in row]
                 if cache is not None:
@@ -351,7 +402,16 @@ VLLM_ONLY = ("tensor_parallel_size", "prefix_caching")
 
 
 # ---------------------------------------------------------------- items -> probabilities
-def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]]) -> list[Request]:
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown scoring mode {mode!r}; expected one of {', '.join(MODES)}")
+    return mode
+
+
+def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]], mode: str = "letters") -> list[Request]:
+    """letters: one request per item and order; options: one per item (its context and three options)."""
+    if check_mode(mode) == "options":
+        return [Request(it.id, IDENTITY, render_context(it), it, tuple(it.options)) for it in items]
     return [Request(it.id, tuple(o), render_prompt(it, o), it) for it in items for o in orders]
 
 
@@ -365,8 +425,8 @@ def item_probs(items: Sequence[Item], requests: Sequence[Request], logits: Seque
 
 
 def score_items(scorer, items: Sequence[Item], tta: str = "none", cache: ScoreCache | None = None,
-                on_batch: Callable[[int, int], None] | None = None, progress: bool = False
+                on_batch: Callable[[int, int], None] | None = None, progress: bool = False, mode: str = "letters"
                 ) -> dict[str, list[float]]:
-    requests = build_requests(items, orders_for(tta))
+    requests = build_requests(items, orders_for(tta), mode)
     logits = scorer.score(requests, cache=cache, on_batch=on_batch, progress=progress)
     return item_probs(items, requests, logits)

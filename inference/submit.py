@@ -19,6 +19,7 @@ from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, l
 from maerak.checkpoint import checkpoint_problems
 from maerak.files import atomic_write_json, dumps_json, output_problem, same_file
 from maerak.profiles import resolve_profile, seed_everything
+from maerak.prompt import MODES
 from maerak.schema import DataError, load_items, with_outputs
 from preprocessing.clean import model_view
 
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=None, help="items to score (default: the profile's test file)")
     p.add_argument("--output", type=Path, default=None, help="where to write (default: outputs/<profile>/submission.json)")
     p.add_argument("--tta", choices=tuple(TTA_ORDERS), default=None, help="permutation TTA (default: profile scoring.tta)")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="letters: the answer letter's logit; options: each option's log-likelihood "
+                        "(default: profile scoring.mode, else letters)")
     p.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean", help="how several models combine")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -69,6 +73,12 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     input_path = args.input or profile.split_file("test")
     output = args.output or profile.submission
     tta = args.tta or scoring.get("tta", "none")
+    mode = args.mode or profile.scoring_mode
+    if mode == "options" and tta != "none":
+        # Each option is scored on its own text: every order gives the same numbers.
+        if not args.quiet:
+            print(f"note: tta={tta} has nothing to permute in options mode; scoring once", file=sys.stderr)
+        tta = "none"
     batch_size = args.batch_size or int(scoring.get("batch_size", 4))
     max_length = args.max_length or int(scoring.get("max_length", 1024))
     dtype = args.dtype or scoring.get("dtype", "float32")
@@ -98,10 +108,12 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     model_info = []
     for m in models:
         if not args.quiet:
-            print(f"scoring {len(items)} items with {m} (tta={tta}, dtype={dtype}, batch={batch_size})", file=sys.stderr)
+            print(f"scoring {len(items)} items with {m} (mode={mode}, tta={tta}, dtype={dtype}, batch={batch_size})",
+                  file=sys.stderr)
         kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length, **profile.vllm}
         scorer = make_scorer(m, backend=args.backend, **kwargs)
-        probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
+        probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet,
+                            mode=mode)
         if scorer.truncated:
             print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
                   f"conversation turns were left out (BOS, instruction, question and options kept): "
@@ -128,7 +140,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    atomic_write_json(probs_path(output), {"models": model_info, "tta": tta, "ensemble": args.ensemble,
+    atomic_write_json(probs_path(output), {"models": model_info, "mode": mode, "tta": tta, "ensemble": args.ensemble,
                                            "items": prob_rows})
     atomic_write_json(output, submission)
     problems = check_submission_file(output, input_path)

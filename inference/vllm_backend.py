@@ -103,6 +103,9 @@ class VllmScorer:
               progress: bool = False) -> list[list[float]]:
         """Letter logits for every request, scored in prefix order; chunks of requests are
         appended to the cache one by one, so an interrupted run resumes."""
+        if any(r.continuations for r in requests):
+            raise SystemExit("--backend vllm: options mode (scoring.mode: options) is scored by the transformers "
+                             "backend only for now; run submit with --backend transformers")
         self.truncated = []
         encoded = [self.encode(r) for r in requests]
         results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]

@@ -48,6 +48,17 @@ class Profile:
         return dict(self.settings.get("scoring", {}))
 
     @property
+    def scoring_mode(self) -> str:
+        """letters (the answer letter's logit) or options (each option's log-likelihood): the
+        scorer and the training rows prepare writes follow it."""
+        from maerak.prompt import MODES
+
+        mode = self.scoring.get("mode", "letters")
+        if mode not in MODES:
+            raise SystemExit(f"{PROFILES_FILE}: {self.name}: scoring.mode: {mode!r} is not one of {', '.join(MODES)}")
+        return mode
+
+    @property
     def vllm(self) -> dict[str, Any]:
         """vLLM engine settings for scoring and distillation (e.g. tensor_parallel_size)."""
         return dict(self.settings.get("vllm") or {})
@@ -125,7 +136,8 @@ def auto_profile(root: Path = ROOT) -> tuple[str, str]:
     if len(present) < len(SPLITS):
         return "sample", f"no official data in {raw.relative_to(root)}/ (need {', '.join(s + '.json' for s in SPLITS)})"
     if not has_gpu():
-        return "sample", "official data found, but no CUDA GPU: the competition profile needs one"
+        return "official-cpu", ("official data found, but no CUDA GPU: the embedded 270M model on the official "
+                                "files, option-likelihood scoring (the competition profile needs a GPU)")
     return "competition", "official data and a CUDA GPU found"
 
 

@@ -18,6 +18,10 @@ CYCLIC_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 
 ALL_ORDERS: tuple[tuple[int, ...], ...] = tuple(permutations(range(3)))
 
 INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 A, B, C 중에서 하나 골라 그 기호만 답하세요."
+# Scoring modes (profiles.yml scoring.mode): `letters` scores the answer letter after a prompt that
+# lists the options; `options` scores each option's own text after a context without them.
+MODES = ("letters", "options")
+OPTIONS_INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 쓰세요."
 
 # Axolotl's `alpaca` type (AlpacaPrompter, instruct style) wraps rows exactly like this.
 ALPACA_SYSTEM = (
@@ -46,22 +50,39 @@ def question_line(category: str) -> str:
     return f"위 대화의 {category}{ro_particle(category)} 올바른 지문은?"
 
 
-def render_input(item: Item, order: Sequence[int] = IDENTITY, skip_turns: int = 0) -> str:
-    """The task body: conversation, question (with the referenced utterances) and options.
-
-    `order[k]` is the index of the original option shown at letter k. `skip_turns` leaves
-    the oldest turns out of [Conversation] only (an over-long prompt at inference, see
-    `fit_prompt`); the question's target utterances are always shown.
-    """
+def context_lines(item: Item, skip_turns: int = 0) -> list[str]:
+    """Conversation and question (with the referenced utterances): what both modes show first.
+    `skip_turns` leaves the oldest turns out of [Conversation] only (an over-long prompt at
+    inference, see `fit_prompt`); the question's target utterances are always shown."""
     lines = ["[Conversation]"]
     lines += [f"화자{u.speaker}: {u.text}" for u in item.conversation[skip_turns:]]
     lines += ["", "[Question]", question_line(item.category)]
     refs = set(item.reference_ids)
     targets = [u for u in item.conversation if refs.intersection(u.ids)]
     lines += [f"대상 발화 - 화자{u.speaker}: {u.text}" for u in targets]
-    lines += ["", "[Option]"]
+    return lines
+
+
+def render_input(item: Item, order: Sequence[int] = IDENTITY, skip_turns: int = 0) -> str:
+    """The letters-mode task body: `context_lines`, then the options, `order[k]` being the
+    index of the original option shown at letter k."""
+    lines = context_lines(item, skip_turns) + ["", "[Option]"]
     lines += [f"{LETTERS[k]}. {item.options[i]}" for k, i in enumerate(order)]
     return "\n".join(lines)
+
+
+def render_context(item: Item, skip_turns: int = 0) -> str:
+    """The options-mode prompt: conversation and question without the options; each option's
+    text is the continuation scored after it (and the trained answer)."""
+    return wrap_alpaca(OPTIONS_INSTRUCTION, "\n".join(context_lines(item, skip_turns)))
+
+
+def option_row(item: Item) -> dict:
+    """One options-mode training row: the correct option's text is the answer."""
+    if item.label_index is None:
+        raise ValueError(f"{item.id}: no label to render an answer from")
+    return {"instruction": OPTIONS_INSTRUCTION, "input": "\n".join(context_lines(item)),
+            "output": item.options[item.label_index]}
 
 
 def answer_letter(item: Item, order: Sequence[int] = IDENTITY) -> str:
@@ -79,22 +100,28 @@ def render_prompt(item: Item, order: Sequence[int] = IDENTITY, skip_turns: int =
     return wrap_alpaca(INSTRUCTION, render_input(item, order, skip_turns))
 
 
-def fit_prompt(item: Item, order: Sequence[int], n_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, int]:
+def fit_prompt(item: Item, order: Sequence[int], n_tokens: Callable[[str], int], max_tokens: int,
+               render: Callable[[Item, int], str] | None = None) -> tuple[str, int]:
     """The prompt with as few of the oldest conversation turns left out as makes it at most
     `max_tokens` long (by `n_tokens`), and how many were left out. The preamble and
     instruction, the question with its target utterances and the options always stay,
-    so the last resort is the prompt with no conversation turns (which may still be too long)."""
-    full = render_prompt(item, order)
+    so the last resort is the prompt with no conversation turns (which may still be too long).
+    `render(item, skip_turns)` is `render_prompt` under `order` unless given (options mode
+    passes `render_context`)."""
+    if render is None:
+        def render(it: Item, skip: int) -> str:
+            return render_prompt(it, order, skip)
+    full = render(item, 0)
     if n_tokens(full) <= max_tokens:
         return full, 0
     lo, hi = 1, len(item.conversation)
     while lo < hi:  # fewest turns left out that fit (fewer turns never means more tokens)
         mid = (lo + hi) // 2
-        if n_tokens(render_prompt(item, order, mid)) <= max_tokens:
+        if n_tokens(render(item, mid)) <= max_tokens:
             hi = mid
         else:
             lo = mid + 1
-    return render_prompt(item, order, lo), lo
+    return render(item, lo), lo
 
 
 def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | None = None) -> dict:
@@ -111,15 +138,22 @@ def label_for_letter(order: Sequence[int], letter_index: int) -> str:
     return f"inference_{order[letter_index] + 1}"
 
 
+def response_ids(tokenizer, text: str) -> list[int]:
+    """`text` tokenized the way Axolotl's alpaca strategy tokenizes a response: on its own,
+    BOS stripped (Axolotl then appends EOS, which no mode scores)."""
+    tokens = list(tokenizer(text)["input_ids"])
+    if tokens and tokens[0] == tokenizer.bos_token_id:
+        tokens = tokens[1:]
+    return tokens
+
+
 def answer_token_ids(tokenizer) -> list[int]:
-    """Token id of each answer letter, tokenized the way Axolotl's alpaca strategy tokenizes a
-    response: on its own, BOS stripped. The first response token is what training teaches the
-    model to predict after the prompt, so it is the one to score at inference."""
+    """Token id of each answer letter, tokenized as a response (`response_ids`). The first
+    response token is what training teaches the model to predict after the prompt, so it is
+    the one to score at inference."""
     ids = []
     for letter in LETTERS:
-        tokens = tokenizer(letter)["input_ids"]
-        if tokens and tokens[0] == tokenizer.bos_token_id:
-            tokens = tokens[1:]
+        tokens = response_ids(tokenizer, letter)
         if not tokens:
             raise ValueError(f"tokenizer produced no token for answer letter {letter!r}")
         ids.append(tokens[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import shutil
 import sys
 import time
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print("  this is the SAMPLE profile: synthetic data and the embedded 270M model; its accuracy says the")
         print("  pipeline works, not how well the competition recipe scores. Put the official files in data/raw/")
         print("  and run on a CUDA GPU for the competition profile.")
+    if name == "official-cpu":
+        print("  this is the OFFICIAL-CPU profile: the official files in data/raw/, but the embedded 270M model on CPU")
+        print("  scored by option likelihood, not the competition recipe (that needs a CUDA GPU: PROFILE=competition).")
     profile.apply_env()
     seed_everything(profile.seed)
     total = time.perf_counter()
@@ -147,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {step:<20} {seconds:>8.1f} s")
     print(f"  submission: {profile.submission}")
     print(f"  dev report: {profile.eval_dir / 'report.md'}")
+    metrics = profile.eval_dir / "metrics.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text(encoding="utf-8"))
+        print(f"  dev accuracy: {m['accuracy']:.1%} ({m['correct']}/{m['n']}; profile {name}, mode {profile.scoring_mode})")
     print(f"  manifest:   {manifest}")
     return 0
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, alpaca_row
+from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, alpaca_row, option_row
 from maerak.schema import Item
 
 ORDERS = {"identity": (IDENTITY,), "cyclic": CYCLIC_ORDERS, "all": ALL_ORDERS}
@@ -39,10 +39,14 @@ def task_rows(items: list[Item], orders_name: str = "identity") -> list[dict]:
 
 
 def tagged_task_rows(source: str, items: list[Item], orders_name: str = "identity",
-                     rationales: dict[str, str] | None = None) -> list[TaggedRow]:
+                     rationales: dict[str, str] | None = None, mode: str = "letters") -> list[TaggedRow]:
     """task_rows with their source, item id and order; with `rationales`, the rationale
-    rows (one per order, for items that have a rationale) instead."""
+    rows (one per order, for items that have a rationale) instead. In options mode a row's
+    answer is the correct option's text and shows no options, so there is one row per item
+    (no orders to augment) and no rationale rows (the answer is not a letter)."""
     orders = orders_named(orders_name)
+    if mode == "options":
+        return [] if rationales is not None else [TaggedRow(source, it.id, "option", option_row(it)) for it in items]
     if rationales is None:
         return [TaggedRow(source, it.id, order_tag(o), alpaca_row(it, o)) for it in items for o in orders]
     return [TaggedRow(source, it.id, order_tag(o) + "+rationale", alpaca_row(it, o, rationale=rationales[it.id]))

@@ -294,15 +294,16 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
     acfg = cfg.get("augment", {})
     dist_stages = {int(x) for x in dist_cfg.get("stages", [2])} if distill_enabled else set()
     stage_rows: dict[int, list[TaggedRow]] = {1: [], 2: []}
+    mode = profile.scoring_mode  # letters: alpaca rows answering a letter; options: the correct option's text
     for s in loaded:
         recs = records[s.name]
         step = report.add_step(s.name, Step("format", len(recs), len(recs)))
         for stage in s.stages:
             if s.kind in TASK_KINDS:
                 items = [r.item for r in recs]
-                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "identity"))
+                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "identity"), mode=mode)
                 if stage in dist_stages:
-                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "identity"), rationales)
+                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "identity"), rationales, mode)
             else:
                 rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows

@@ -43,8 +43,9 @@ def moved_labels(items: list[dict]) -> list[dict]:
 
 
 def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: list[dict], truth: list[dict],
-                    training: dict = CANARY_TRAINING) -> float:
-    """prepare → Axolotl stage 2 (sample YAML + `training`) from `model_dir` → submit; accuracy against `truth`."""
+                    training: dict = CANARY_TRAINING, mode: str = "letters") -> float:
+    """prepare → Axolotl stage 2 (sample YAML + `training`) from `model_dir` → submit; accuracy against `truth`.
+    `mode` is the scoring mode of both the training rows and submit."""
     from inference.submit import main as submit_main
     from preprocessing import prepare
     from training import axolotl_run as ar
@@ -60,13 +61,14 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     (conf / "stage2_full.yml").write_text(yaml.safe_dump({**stage2, **training}), encoding="utf-8")
     profile = Profile(name="canary", root=root, settings={
         "data_dir": "data", "base_model": "model", "axolotl_configs": "axolotl_configs", "offline": True, "seed": 0,
-        "sources": str(ROOT / "preprocessing" / "sources.yml")})
+        "sources": str(ROOT / "preprocessing" / "sources.yml"), "scoring": {"mode": mode}})
 
     cfg = prepare.load_config(profile)
     cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     prepare.run(profile, cfg, progress=False)
     rows = (profile.prepared / "stage2.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(rows) == 3 * len(train_items)  # cyclic augmentation: every item with its answer at A, B and C
+    # letters: cyclic augmentation, every item with its answer at A, B and C; options: one row per item
+    assert len(rows) == (3 if mode == "letters" else 1) * len(train_items)
 
     profile.merged_dir.parent.mkdir(parents=True)
     profile.merged_dir.symlink_to(model_dir, target_is_directory=True)  # stage 2 starts from "stage 1 merged"
@@ -76,19 +78,23 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     scored = root / "scored.json"
     scored.write_text(json.dumps(truth, ensure_ascii=False), encoding="utf-8")
     assert submit_main(["--profile", "sample", "--model", str(out), "--input", str(scored), "--output", str(submission),
-                        "--no-cache", "--quiet"]) == 0
+                        "--mode", mode, "--no-cache", "--quiet"]) == 0
     answers = [it["output"] for it in json.loads(submission.read_text(encoding="utf-8"))]
     return sum(a == t["output"] for a, t in zip(answers, truth)) / len(truth)
 
 
-def test_tiny_model_learns_the_planted_rule_through_the_real_path(tmp_path, tiny_model_dir, sample_dir):
+@pytest.mark.parametrize("mode", ["letters", "options"])
+def test_tiny_model_learns_the_planted_rule_through_the_real_path(tmp_path, tiny_model_dir, sample_dir, mode):
+    # options mode: the rows answer with the option's text, so the model learns to say RIGHT after the
+    # context, and the option reading RIGHT must then have the highest likelihood
     items = planted_items(sample_dir)
-    assert train_and_score(tmp_path, tiny_model_dir, sample_dir, items, items) == 1.0
+    assert train_and_score(tmp_path, tiny_model_dir, sample_dir, items, items, mode=mode) == 1.0
 
 
-def test_the_canary_fails_when_the_labels_do_not_follow_the_rule(tmp_path, tiny_model_dir, sample_dir):
+@pytest.mark.parametrize("mode", ["letters", "options"])
+def test_the_canary_fails_when_the_labels_do_not_follow_the_rule(tmp_path, tiny_model_dir, sample_dir, mode):
     items = planted_items(sample_dir)
-    assert train_and_score(tmp_path, tiny_model_dir, sample_dir, moved_labels(items), items) < 1.0
+    assert train_and_score(tmp_path, tiny_model_dir, sample_dir, moved_labels(items), items, mode=mode) < 1.0
 
 
 @pytest.mark.parametrize("shift", [0, 1])

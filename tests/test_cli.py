@@ -42,14 +42,21 @@ def test_reproduce_plan_runs_the_recipe_in_order():
     assert [s.name for s in plan(get_profile("competition"))][0] == "validate"
 
 
-def test_auto_profile_is_sample_without_official_data(tmp_path):
+def test_auto_profile_is_sample_without_official_data(tmp_path, monkeypatch):
+    import maerak.profiles
+
     (tmp_path / "data" / "raw").mkdir(parents=True)
     name, why = auto_profile(tmp_path)
     assert name == "sample" and "no official data" in why
     for split in ("train", "dev", "test"):
         (tmp_path / "data" / "raw" / f"{split}.json").write_text("[]")
+    monkeypatch.setattr(maerak.profiles, "has_gpu", lambda: False)
     name, why = auto_profile(tmp_path)
-    assert name == "sample" and "no CUDA GPU" in why  # this machine has none
+    assert name == "official-cpu" and "no CUDA GPU" in why
+    assert get_profile(name).scoring_mode == "options" and get_profile(name).split_file("dev").parent.name == "raw"
+    monkeypatch.setattr(maerak.profiles, "has_gpu", lambda: True)
+    assert auto_profile(tmp_path)[0] == "competition"
+    assert get_profile("competition").scoring_mode == "letters"
 
 
 class _Resolved(Exception):

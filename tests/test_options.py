@@ -1,0 +1,138 @@
+"""Options mode: each option's summed token log-probs after a shared context.
+
+Checked against a brute-force forward of context + option per option (no cache, no
+padding), against Axolotl's tokenisation of the options-mode training row, and through
+`submit` (probabilities, ties, order-independence)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inference.scoring import Request, Scorer, build_requests, encode_request, item_probs
+from maerak.prompt import IDENTITY, OPTIONS_INSTRUCTION, option_row, render_context, response_ids
+from maerak.schema import load_items
+
+
+def brute_force(scorer: Scorer, context: list[int], option: list[int]) -> float:
+    """log p(option | context) from one plain forward of the concatenation."""
+    import torch
+
+    ids = torch.tensor([list(context) + list(option)])
+    with torch.inference_mode():
+        logp = scorer.model(input_ids=ids).logits[0].float().log_softmax(-1)
+    return float(sum(logp[len(context) - 1 + j, t] for j, t in enumerate(option)))
+
+
+def test_options_scorer_matches_a_forward_per_option(tiny_model_dir, sample_dir):
+    items, _ = load_items(sample_dir / "dev.json")
+    scorer = Scorer(tiny_model_dir, batch_size=2)
+    # several items, prompts longer than the tiny model's 64-token sliding window
+    requests = build_requests(items[:4], [IDENTITY], mode="options")
+    got = scorer.score(requests)
+    for req, row in zip(requests, got):
+        context = scorer.tokenizer(req.prompt)["input_ids"]
+        assert len(context) > 64
+        options = [response_ids(scorer.tokenizer, c) for c in req.continuations]
+        expected = [brute_force(scorer, context, o) for o in options]
+        assert row == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # right padding is exercised: some item has options of different token lengths
+    assert any(len({len(response_ids(scorer.tokenizer, c)) for c in r.continuations}) > 1 for r in requests)
+
+
+def test_options_scores_do_not_depend_on_option_order(tiny_model_dir, sample_dir):
+    items, _ = load_items(sample_dir / "dev.json")
+    item = items[0]
+    scorer = Scorer(tiny_model_dir)
+    swapped = Request(item.id, IDENTITY, render_context(item), item, tuple(reversed(item.options)))
+    straight, backwards = scorer.score(build_requests([item], [IDENTITY], "options") + [swapped])
+    assert straight == pytest.approx(list(reversed(backwards)), rel=1e-5, abs=1e-5)
+
+
+def test_equal_options_tie_to_the_first(sample_dir):
+    items, _ = load_items(sample_dir / "dev.json")
+    requests = build_requests(items[:1], [IDENTITY], "options")
+    probs = item_probs(items[:1], requests, [[-3.0, -3.0, -5.0]])[items[0].id]
+    assert probs[0] == probs[1] > probs[2]
+
+
+def test_scored_context_is_what_axolotl_trains_on(sample_dir, tiny_model_dir):
+    """Axolotl's alpaca strategy on the options row: its prompt tokens are our context, and its
+    trained tokens are the correct option's tokens (then EOS)."""
+    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
+    from axolotl.prompters import AlpacaPrompter
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    item = load_items(sample_dir / "train.json")[0][0]
+    row = option_row(item)
+    assert row["instruction"] == OPTIONS_INSTRUCTION and row["output"] == item.options[item.label_index]
+    prompter = AlpacaPrompter("instruct")
+    assert next(prompter.build_prompt(row["instruction"], row["input"])) == render_context(item)
+
+    tokenized = AlpacaPromptTokenizingStrategy(prompter, tokenizer, False, 4096).tokenize_prompt(row)
+    context, _ = encode_request(tokenizer, build_requests([item], [IDENTITY], "options")[0], 4096)
+    assert tokenized["input_ids"][: len(context)] == context
+    trained = [t for t in tokenized["labels"] if t != -100]
+    assert trained == response_ids(tokenizer, row["output"]) + [tokenizer.eos_token_id]
+    assert all(t == -100 for t in tokenized["labels"][: len(context)])
+
+
+def test_over_long_context_leaves_out_the_oldest_turns_and_keeps_room_for_the_options(sample_dir, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    item = next(it for it in load_items(sample_dir / "dev.json")[0] if len(it.conversation) >= 4)
+    req = build_requests([item], [IDENTITY], "options")[0]
+    full = tokenizer(req.prompt)["input_ids"]
+    longest = max(len(response_ids(tokenizer, c)) for c in item.options)
+    ids, cut = encode_request(tokenizer, req, len(full) + longest)
+    assert (ids, cut) == (full, False)
+    ids, cut = encode_request(tokenizer, req, len(full) + longest - 1)
+    assert cut and len(ids) + longest <= len(full) + longest - 1
+    assert ids == tokenizer(render_context(item, 1))["input_ids"]
+
+
+def test_submit_in_options_mode_writes_probabilities(tmp_path, tiny_model_dir, sample_dir):
+    from inference.submit import main as submit_main
+
+    out = tmp_path / "dev_predictions.json"
+    assert submit_main(["--profile", "sample", "--mode", "options", "--model", str(tiny_model_dir),
+                        "--input", str(sample_dir / "dev.json"), "--output", str(out), "--tta", "cyclic",
+                        "--quiet"]) == 0
+    probs = json.loads(out.with_name("dev_predictions.probs.json").read_text(encoding="utf-8"))
+    assert probs["mode"] == "options" and probs["tta"] == "none"  # options mode has nothing to permute
+    rows = probs["items"]
+    assert all(abs(sum(r["probs"]) - 1) < 1e-9 for r in rows)
+    answers = {it["id"]: it["output"] for it in json.loads(out.read_text(encoding="utf-8"))}
+    assert all(answers[r["id"]] == r["prediction"] for r in rows)
+
+
+def test_answer_position_loss_covers_the_option_tokens(sample_dir, tiny_model_dir):
+    """The answer-position plugin on an options row: logits at exactly the option's tokens and
+    EOS (not one letter), and the standard loss."""
+    import copy
+
+    import torch
+    from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
+    from axolotl.prompters import AlpacaPrompter
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.answer_loss import enable, shift, trained_positions
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    item = load_items(sample_dir / "train.json")[0][0]
+    row = AlpacaPromptTokenizingStrategy(AlpacaPrompter("instruct"), tokenizer, False, 4096).tokenize_prompt(
+        option_row(item))
+    batch = {"input_ids": torch.tensor([row["input_ids"]]), "labels": torch.tensor([row["labels"]])}
+    n_option = len(response_ids(tokenizer, item.options[item.label_index]))
+    assert n_option > 1
+    assert len(trained_positions(shift(batch["labels"]))) == n_option + 1
+
+    standard = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    answer = enable(copy.deepcopy(standard))
+    with torch.no_grad():
+        expected = standard(**batch).loss
+        got = answer(**batch)
+    assert got.logits.shape[1] == n_option + 1
+    assert abs(float(got.loss) - float(expected)) <= 1e-5 * abs(float(expected))
