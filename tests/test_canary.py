@@ -24,8 +24,6 @@ from maerak.profiles import ROOT, Profile
 ITEMS = 6
 RIGHT, WRONG = "정답입니다", "아닙니다"
 LABELS = ("inference_1", "inference_2", "inference_3")
-# The options-mode canary runs in `make test-e2e`: two more Axolotl runs would double the default suite's time.
-OPTIONS = pytest.param("options", marks=pytest.mark.e2e)
 # Measured in-process on these 18 rows: all 6 items right from step ~150 at lr 1e-3 (3e-3 diverges to chance).
 CANARY_TRAINING = {"max_steps": 210, "micro_batch_size": 6, "learning_rate": 1.0e-3, "lr_scheduler": "constant",
                    "sequence_len": 1024, "save_steps": 100_000}  # no mid-run checkpoints: they cost more than the steps
@@ -85,7 +83,7 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     return sum(a == t["output"] for a, t in zip(answers, truth)) / len(truth)
 
 
-@pytest.mark.parametrize("mode", ["letters", OPTIONS])
+@pytest.mark.parametrize("mode", ["letters", "options"])
 def test_tiny_model_learns_the_planted_rule_through_the_real_path(tmp_path, tiny_model_dir, sample_dir, mode):
     # options mode: the rows answer with the option's text, so the model learns to say RIGHT after the
     # context, and the option reading RIGHT must then have the highest likelihood
@@ -93,7 +91,7 @@ def test_tiny_model_learns_the_planted_rule_through_the_real_path(tmp_path, tiny
     assert train_and_score(tmp_path, tiny_model_dir, sample_dir, items, items, mode=mode) == 1.0
 
 
-@pytest.mark.parametrize("mode", ["letters", OPTIONS])
+@pytest.mark.parametrize("mode", ["letters", "options"])
 def test_the_canary_fails_when_the_labels_do_not_follow_the_rule(tmp_path, tiny_model_dir, sample_dir, mode):
     items = planted_items(sample_dir)
     assert train_and_score(tmp_path, tiny_model_dir, sample_dir, moved_labels(items), items, mode=mode) < 1.0
