@@ -12,4 +12,4 @@ fi
 export AXOLOTL_DO_NOT_TRACK=1           # Axolotl telemetry retries against closed networks
 export TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PY" -m maerak.cli "$@"
+exec "$PY" -m pipeline.cli "$@"

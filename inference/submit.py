@@ -21,7 +21,7 @@ from maerak.files import atomic_write_json, dumps_json, output_problem, same_fil
 from maerak.profiles import resolve_profile, seed_everything
 from maerak.prompt import MODES
 from maerak.schema import DataError, load_items, with_outputs
-from preprocessing.clean import model_view
+from maerak.clean import model_view
 
 
 def probs_path(output: Path) -> Path:

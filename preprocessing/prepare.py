@@ -25,7 +25,8 @@ import yaml
 from maerak.files import atomic_write_jsonl, sha256_file
 from maerak.profiles import Profile, resolve_profile
 from maerak.schema import DataError, Problem, load_items
-from preprocessing import augment, clean, dedup, lengths
+from maerak import clean
+from preprocessing import augment, dedup, lengths
 from preprocessing.augment import TaggedRow
 from preprocessing.report import Report, Step
 from preprocessing.sources import Loaded, Record, load_source, resolve_paths
@@ -181,7 +182,7 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
 
     # 2. clean (task conversations only; correction/Magpie text is the content and stays)
     t = time.perf_counter()
-    rules = clean.load_rules(resolve(profile, cfg.get("cleaning", "preprocessing/cleaning.yml")))
+    rules = clean.load_rules()  # the one rules file the scorer applies too
     for src in loaded:
         step = report.add_step(src.name, Step("clean", len(records[src.name])))
         kept = []

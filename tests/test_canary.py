@@ -64,7 +64,6 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
         "sources": str(ROOT / "preprocessing" / "sources.yml"), "scoring": {"mode": mode}})
 
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     prepare.run(profile, cfg, progress=False)
     rows = (profile.prepared / "stage2.jsonl").read_text(encoding="utf-8").splitlines()
     # letters: cyclic augmentation, every item with its answer at A, B and C; options: one row per item

@@ -1,10 +1,10 @@
-"""Each cleaning rule in preprocessing/cleaning.yml, and item-level behaviour."""
+"""Each cleaning rule in maerak/cleaning.yml, and item-level behaviour."""
 from __future__ import annotations
 
 import pytest
 
 from maerak.schema import Item, Utterance
-from preprocessing import clean
+from maerak import clean
 
 
 @pytest.fixture(scope="module")

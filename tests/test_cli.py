@@ -4,9 +4,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from maerak.cli import VERBS
+from pipeline.cli import VERBS
 from maerak.profiles import auto_profile, get_profile
-from maerak.reproduce import plan
+from pipeline.reproduce import plan
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -60,7 +60,6 @@ def test_prepare_adds_rationale_rows(tmp_path, sample_dir):
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     teacher = FakeTeacher()
     d = prepare.run(profile, cfg, teacher=teacher, distill_on=True, progress=False).as_dict()
     rows = read_jsonl(profile.prepared / "stage2.jsonl")

@@ -286,7 +286,7 @@ def test_dockerignore_keeps_private_things_out():
                  "models/gemma-3-270m/model.safetensors", "outputs/sample/submission.json",
                  "maerak/__pycache__/cli.cpython-311.pyc"):
         assert is_ignored(path, rules), path
-    for path in ("maerak/cli.py", "run.sh", LOCK, "data/sample/train.json", "axolotl_configs/deepspeed/zero3.json"):
+    for path in ("pipeline/cli.py", "run.sh", LOCK, "data/sample/train.json", "axolotl_configs/deepspeed/zero3.json"):
         assert not is_ignored(path, rules), path
 
 
@@ -307,7 +307,7 @@ CMD ["--help"]
 BROKEN = {
     check_base_digest: [("FROM python:3.11-slim@sha256:" + "a" * 64, "FROM python:3.11-slim")],
     check_user: [("USER 1000:1000", "USER root"), ("USER 1000:1000\n", "")],
-    check_entrypoint: [('ENTRYPOINT ["/workspace/run.sh"]', 'ENTRYPOINT ["python3", "-m", "maerak.cli"]'),
+    check_entrypoint: [('ENTRYPOINT ["/workspace/run.sh"]', 'ENTRYPOINT ["python3", "-m", "pipeline.cli"]'),
                        ('CMD ["--help"]', 'CMD ["reproduce"]')],
     check_pip: [("-r /workspace/requirements.lock", "-r /workspace/requirements.in"),
                 ("requirements.lock\n", "requirements.lock && pip install flash-attn\n"),

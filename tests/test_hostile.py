@@ -205,7 +205,6 @@ def test_prepare_refuses_a_hostile_train_file(sample_dir, tmp_path, monkeypatch,
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
     for name, content, _id, _field in file_cases(sample_dir):
@@ -319,7 +318,6 @@ def test_files_a_source_folder_does_not_read_are_reported(tmp_path, sample_dir):
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     prepare.run(profile, cfg, progress=False)
     report = (profile.prepared / "report.md").read_text(encoding="utf-8")
     for name in ("pairs.json", "notes.txt"):

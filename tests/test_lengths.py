@@ -12,7 +12,8 @@ from maerak.files import read_jsonl
 from maerak.profiles import Profile, load_profiles
 from maerak.prompt import render_prompt
 from maerak.schema import DataError, load_items
-from preprocessing import clean, prepare
+from maerak import clean
+from preprocessing import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +43,6 @@ def quirky(tmp_path, fixtures_dir, sample_dir, tiny_model_dir):
                     sources=str(ROOT / "preprocessing" / "sources.yml"))
     profile = Profile(name="competition", settings=settings, root=tmp_path)
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     cfg["lengths"]["tokenizer"] = str(tiny_model_dir)
     return profile, cfg
 
@@ -59,7 +59,7 @@ def axolotl_lengths(tokenizer, items, order=(0, 1, 2)) -> dict[str, int]:
 
 def cleaned(items):
     """The items as prepare formats them (cleaning drops empty turns and fills name placeholders)."""
-    rules = clean.load_rules(ROOT / "preprocessing" / "cleaning.yml")
+    rules = clean.load_rules(ROOT / "maerak" / "cleaning.yml")
     return [clean.clean_item(it, rules).item for it in items]
 
 

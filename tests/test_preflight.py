@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from maerak import preflight
+from pipeline import preflight
 from maerak.profiles import ROOT, get_profile
 
 GPU_OR_BUDGET = {"bf16", "tf32", "optimizer", "max_steps", "save_strategy",

@@ -24,7 +24,6 @@ def env(tmp_path, sample_dir):
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = prepare.load_config(profile)
-    cfg["cleaning"] = str(ROOT / "preprocessing" / "cleaning.yml")
     return profile, cfg
 
 

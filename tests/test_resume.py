@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from maerak import stamps
-from maerak.reproduce import Step, run_steps
+from pipeline.reproduce import Step, run_steps
 from training import resume
 
 STEP_MODULE = '''
@@ -111,7 +111,7 @@ def test_force_redoes_everything(dag):
 
 def test_the_plan_names_the_inputs_and_outputs_of_each_step():
     from maerak.profiles import get_profile
-    from maerak.reproduce import nested_outputs, plan
+    from pipeline.reproduce import nested_outputs, plan
 
     profile = get_profile("sample")
     steps = {s.name: s for s in plan(profile)}

@@ -17,7 +17,7 @@ import pytest
 from maerak.files import atomic_write_json, dumps_json
 from maerak.manifest import build_manifest, write_manifest
 from maerak.profiles import Profile
-from maerak.verify import main as verify_main
+from pipeline.verify import main as verify_main
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -256,6 +256,6 @@ def test_gpu_profile_compares_labels(tmp_path, capsys):
 
 
 def test_cli_routes_to_verify():
-    from maerak.cli import VERBS
+    from pipeline.cli import VERBS
 
-    assert VERBS["verify"][0] == "maerak.verify"
+    assert VERBS["verify"][0] == "pipeline.verify"

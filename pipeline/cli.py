@@ -17,9 +17,9 @@ VERBS: dict[str, tuple[str, str]] = {
     "submit": ("inference.submit", "score test items with a checkpoint and write the submission JSON"),
     "evaluate": ("inference.evaluate", "accuracy overall and per category, with a report"),
     "check-submission": ("inference.check_submission", "check a submission file against the test file"),
-    "reproduce": ("maerak.reproduce", "the whole pipeline for a profile, then dev accuracy and a manifest"),
-    "verify": ("maerak.verify", "recompute hashes, re-run submit and compare with the manifest"),
-    "preflight": ("maerak.preflight", "the competition configs end to end on a CPU with a tiny model, in minutes"),
+    "reproduce": ("pipeline.reproduce", "the whole pipeline for a profile, then dev accuracy and a manifest"),
+    "verify": ("pipeline.verify", "recompute hashes, re-run submit and compare with the manifest"),
+    "preflight": ("pipeline.preflight", "the competition configs end to end on a CPU with a tiny model, in minutes"),
 }
 
 

@@ -53,7 +53,7 @@ def plan(profile: Profile) -> list[Step]:
         Step("validate", "preprocessing.validate", p, inputs=splits),
         Step("prepare", "preprocessing.prepare", p,
              inputs=(conf, profile.path("data_dir"), profile.root / "data" / "external", sources,
-                     profile.root / "preprocessing" / "cleaning.yml", profile.out / "magpie", base),
+                     profile.root / "maerak" / "cleaning.yml", profile.out / "magpie", base),
              outputs=(profile.prepared,)),
         Step("train-stage1", "training.axolotl_run", ("--stage", "1", "--no-merge", *p),
              inputs=(conf, profile.prepared / "stage1.jsonl", profile.axolotl_config(1), base),

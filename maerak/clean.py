@@ -1,6 +1,6 @@
 """Cleaning of task items: placeholder names, stopword markers, special characters,
 repeats, POS-checked fillers, empty utterances. Rules and word lists live in
-preprocessing/cleaning.yml; this module only applies them.
+maerak/cleaning.yml; this module only applies them.
 
 Pure functions on `maerak.schema.Item` (frozen): a cleaned item is a new Item built
 with `dataclasses.replace`. Options, category and label are never changed. Inference
@@ -21,7 +21,7 @@ import yaml
 from maerak.prompt import has_final_consonant
 from maerak.schema import Item
 
-DEFAULT_RULES = Path(__file__).resolve().parent / "cleaning.yml"
+RULES_FILE = Path(__file__).resolve().parent / "cleaning.yml"
 HANGUL = "가-힣"
 
 
@@ -41,7 +41,7 @@ class Rules:
     placeholder_re: re.Pattern | None
 
 
-def load_rules(path: str | Path = DEFAULT_RULES) -> Rules:
+def load_rules(path: str | Path = RULES_FILE) -> Rules:
     with open(path, encoding="utf-8") as fh:
         return rules_from_dict(yaml.safe_load(fh))
 
