@@ -79,6 +79,7 @@ RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu 2>/dev/null ||
 # image: .dockerignore keeps them out, the volumes below bring them in.
 COPY --chown=maerak:maerak run.sh profiles.yml requirements.in Makefile /workspace/
 COPY --chown=maerak:maerak maerak /workspace/maerak
+COPY --chown=maerak:maerak pipeline /workspace/pipeline
 COPY --chown=maerak:maerak preprocessing /workspace/preprocessing
 COPY --chown=maerak:maerak training /workspace/training
 COPY --chown=maerak:maerak inference /workspace/inference

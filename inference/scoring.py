@@ -29,31 +29,25 @@ from pathlib import Path
 
 from maerak.files import append_jsonl, read_keyed_jsonl
 from maerak.prompt import (
-    ALL_ORDERS,
-    CYCLIC_ORDERS,
     IDENTITY,
     MODES,
+    ORDER_SETS,
     answer_token_ids,
     fit_prompt,
     render_context,
     render_prompt,
     response_ids,
 )
-from maerak.schema import Item
+from maerak.schema import LABELS, Item
 
-TTA_ORDERS: dict[str, tuple[tuple[int, ...], ...]] = {
-    "none": (IDENTITY,),
-    "cyclic": CYCLIC_ORDERS,
-    "all": ALL_ORDERS,
-}
 ENSEMBLE_MODES = ("mean", "vote")
 
 
 # ---------------------------------------------------------------- pure helpers
 def orders_for(tta: str) -> tuple[tuple[int, ...], ...]:
-    if tta not in TTA_ORDERS:
-        raise ValueError(f"unknown tta {tta!r}; expected one of {', '.join(TTA_ORDERS)}")
-    return TTA_ORDERS[tta]
+    if tta not in ORDER_SETS:
+        raise ValueError(f"unknown tta {tta!r}; expected one of {', '.join(ORDER_SETS)}")
+    return ORDER_SETS[tta]
 
 
 def letter_probs(logits: Sequence[float]) -> list[float]:
@@ -113,7 +107,7 @@ def combine(per_model: Sequence[Sequence[float]], mode: str = "mean") -> tuple[i
 
 
 def label_of(index: int) -> str:
-    return f"inference_{index + 1}"
+    return LABELS[index]
 
 
 # ---------------------------------------------------------------- tokens
@@ -380,25 +374,6 @@ class Scorer:
                 torch.cuda.empty_cache()
         except ImportError:
             pass
-
-
-def make_scorer(model_dir: str | Path, backend: str = "transformers", **kwargs):
-    """transformers by default; vLLM (inference/vllm_backend.py) when asked, or with `auto`
-    when `import vllm` works. vLLM-only settings (tensor_parallel_size, prefix_caching) are
-    dropped for transformers."""
-    from inference import vllm_backend
-
-    if backend == "vllm" or (backend == "auto" and vllm_backend.available()):
-        if not vllm_backend.available():
-            raise SystemExit("--backend vllm: `import vllm` fails in this environment; "
-                             "install it with `make setup VLLM=1` and run from .venv-vllm (inference/README.md)")
-        return vllm_backend.VllmScorer(model_dir, **kwargs)
-    for key in VLLM_ONLY:
-        kwargs.pop(key, None)
-    return Scorer(model_dir, **kwargs)
-
-
-VLLM_ONLY = ("tensor_parallel_size", "prefix_caching")
 
 
 # ---------------------------------------------------------------- items -> probabilities

@@ -14,14 +14,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from inference.check_submission import check_submission_data, check_submission_file
-from inference.scoring import ENSEMBLE_MODES, TTA_ORDERS, ScoreCache, combine, label_of, make_scorer, score_items
+from inference.backends import make_scorer
+from inference.check_submission import check_submission_data
+from inference.scoring import ENSEMBLE_MODES, ScoreCache, combine, label_of, score_items
 from maerak.checkpoint import checkpoint_problems
-from maerak.files import atomic_write_json, dumps_json, output_problem, same_file
-from maerak.profiles import resolve_profile, seed_everything
-from maerak.prompt import MODES
-from maerak.schema import DataError, load_items, with_outputs
 from maerak.clean import model_view
+from maerak.files import atomic_write_bytes, atomic_write_json, dumps_json, output_problem, same_file
+from maerak.profiles import resolve_profile, seed_everything
+from maerak.prompt import MODES, ORDER_SETS
+from maerak.schema import DataError, decode_json, load_items, with_outputs
 
 
 def probs_path(output: Path) -> Path:
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint(s); several make an ensemble (default: the profile's stage-2 dir)")
     p.add_argument("--input", type=Path, default=None, help="items to score (default: the profile's test file)")
     p.add_argument("--output", type=Path, default=None, help="where to write (default: outputs/<profile>/submission.json)")
-    p.add_argument("--tta", choices=tuple(TTA_ORDERS), default=None, help="permutation TTA (default: profile scoring.tta)")
+    p.add_argument("--tta", choices=tuple(ORDER_SETS), default=None, help="permutation TTA (default: profile scoring.tta)")
     p.add_argument("--mode", choices=MODES, default=None,
                    help="letters: the answer letter's logit; options: each option's log-likelihood "
                         "(default: profile scoring.mode, else letters)")
@@ -131,10 +132,15 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
                           **({"per_model": rows} if len(rows) > 1 else {})})
 
-    # Each item's raw dict is the input exactly as given: only `output` changes.
+    # Each item's raw dict is the input exactly as given: only `output` changes. The check runs on the
+    # bytes that will be written, decoded as a reader would, and those same bytes are written.
     submission = with_outputs(items, outputs)
-    problems = check_submission_data(submission, [it.raw for it in items], str(output), str(input_path),
-                                     data=dumps_json(submission).encode("utf-8"))
+    data = dumps_json(submission).encode("utf-8")
+    try:
+        problems = check_submission_data(decode_json(data, str(output)), [it.raw for it in items], str(output),
+                                         str(input_path), data=data)
+    except DataError as exc:
+        problems = exc.problems
     if problems:
         print(f"refusing to write {output}:", file=sys.stderr)
         for p in problems:
@@ -142,12 +148,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         return 1
     atomic_write_json(probs_path(output), {"models": model_info, "mode": mode, "tta": tta, "ensemble": args.ensemble,
                                            "items": prob_rows})
-    atomic_write_json(output, submission)
-    problems = check_submission_file(output, input_path)
-    if problems:
-        for p in problems:
-            print(p, file=sys.stderr)
-        return 1
+    atomic_write_bytes(output, data)
     print(f"wrote {output} ({len(submission)} items; checked) and {probs_path(output)}")
     return 0
 

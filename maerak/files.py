@@ -1,4 +1,4 @@
-"""File edges: atomic writes and hashes. A reader never sees a half-written output."""
+"""File edges: atomic writes, hashes and config reads. A reader never sees a half-written output."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +9,27 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+
+class ConfigError(SystemExit):
+    """A config file that cannot be used: the message (naming the file) on stderr, exit status 1."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a stage config, the profiles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    with open(path, encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping")
+    return cfg
 
 
 def _umask() -> int:

@@ -16,8 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from maerak.clean import RULES_FILE
 from maerak.files import atomic_write_json, sha256_file, sha256_tree
-from maerak.profiles import Profile
+from maerak.profiles import ROOT, SPLITS, Profile
 
 SCHEMA = 1
 PACKAGES = ("torch", "transformers", "peft", "axolotl", "bitsandbytes", "accelerate", "datasets", "tokenizers",
@@ -95,18 +96,16 @@ def submission_compare(profile: Profile) -> str:
 def collect_files(profile: Profile) -> list[dict[str, Any]]:
     files: list[dict[str, Any]] = []
     # Inputs: the official-format splits of the profile.
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         files.append(file_entry(profile, "inputs", profile.split_file(split)))
     # The base model, when it is a local folder (a hub id is recorded by name, not hashed).
-    base = profile.base_model
-    if Path(base).is_absolute() or profile.settings["base_model"].startswith("models/"):
-        files += tree_entries(profile, "base_model", Path(base))
-    # Configs: profiles, the Axolotl ymls, what they resolved to, the data sources, DeepSpeed.
+    if profile.base_model_is_local:
+        files += tree_entries(profile, "base_model", Path(profile.base_model))
+    # Configs: profiles, the Axolotl YAMLs (the files Axolotl ran, as they are), the data sources, DeepSpeed.
     files.append(file_entry(profile, "configs", profile.root / "profiles.yml"))
     for stage in (1, 2):
         files.append(file_entry(profile, "configs", profile.axolotl_config(stage)))
-    for stage in (1, 2):
-        files.append(file_entry(profile, "configs", profile.out / "configs" / f"stage{stage}.yml"))
+    files.append(file_entry(profile, "configs", profile.root / RULES_FILE.relative_to(ROOT)))  # both stages' cleaning rules
     if "sources" in profile.settings:
         files.append(file_entry(profile, "configs", profile.path("sources")))
     ds_dir = profile.root / DEEPSPEED_DIR
@@ -124,8 +123,6 @@ def collect_files(profile: Profile) -> list[dict[str, Any]]:
 
 
 def build_manifest(profile: Profile, extra: dict | None = None) -> dict:
-    settings = profile.settings
-    base_local = Path(profile.base_model).is_absolute() or settings["base_model"].startswith("models/")
     manifest: dict[str, Any] = {
         "schema": SCHEMA,
         "profile": profile.name,
@@ -133,7 +130,7 @@ def build_manifest(profile: Profile, extra: dict | None = None) -> dict:
         "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "git": git_state(profile.root),
         "packages": package_versions(),
-        "base_model": {"name": settings["base_model"], "local": base_local},
+        "base_model": {"name": profile.base_model_name, "local": profile.base_model_is_local},
         "submit": {
             "checkpoint": _rel(profile, profile.stage2_dir),
             "input": _rel(profile, profile.split_file("test")),

@@ -9,11 +9,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from maerak.files import load_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "profiles.yml"
 SPLITS = ("train", "dev", "test")
+RAW_DATA = Path("data/raw")  # where users put the official files; `auto_profile` looks there
+SOURCES_FILE = Path("preprocessing/sources.yml")  # a profile's data sources unless it names its own
+STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}  # per profile, in its axolotl_configs folder
+
+
+def is_local_model(value: str, root: Path = ROOT) -> bool:
+    """A base_model that names a folder (models/..., an absolute path, or one that exists), not a hub id."""
+    return value.startswith("models/") or Path(value).is_absolute() or (root / value).exists()
 
 
 @dataclass(frozen=True)
@@ -25,16 +33,31 @@ class Profile:
     def path(self, key: str) -> Path:
         return self.root / self.settings[key]
 
+    def stage_config(self, stage: int) -> dict[str, Any]:
+        """The Axolotl YAML of a stage, as Axolotl runs it (axolotl_configs/<profile>/)."""
+        return load_yaml(self.axolotl_config(stage), "Axolotl config")
+
+    # The base model and the seed are written once, in the stage-1 YAML (Axolotl reads them there).
+    @property
+    def base_model_name(self) -> str:
+        """Stage 1's base_model; "" for a profile with no stage configs (a data-only profile: no model)."""
+        if "axolotl_configs" not in self.settings:
+            return ""
+        return str(self.stage_config(1)["base_model"])
+
+    @property
+    def base_model_is_local(self) -> bool:
+        return is_local_model(self.base_model_name, self.root)
+
     @property
     def base_model(self) -> str:
-        value = self.settings["base_model"]
-        local = self.root / value
-        # A hub id (competition) stays a string unless the user put the weights in models/.
-        return str(local) if local.exists() or value.startswith("models/") else value
+        """A local folder as an absolute path; a hub id (competition) as it is written."""
+        value = self.base_model_name
+        return str(self.root / value) if self.base_model_is_local else value
 
     @property
     def seed(self) -> int:
-        return int(self.settings.get("seed", 42))
+        return int(self.stage_config(1).get("seed", 42))
 
     def apply_env(self) -> None:
         """Offline profiles never touch a hub (a closed network otherwise means minutes of retries)."""
@@ -63,12 +86,18 @@ class Profile:
         """vLLM engine settings for scoring and distillation (e.g. tensor_parallel_size)."""
         return dict(self.settings.get("vllm") or {})
 
+    @property
+    def sources(self) -> Path:
+        return self.path("sources") if "sources" in self.settings else self.root / SOURCES_FILE
+
     def split_file(self, split: str) -> Path:
         return self.path("data_dir") / f"{split}.json"
 
     def axolotl_config(self, stage: int) -> Path:
-        name = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}[stage]
-        return self.path("axolotl_configs") / name
+        return self.path("axolotl_configs") / STAGE_FILES[stage]
+
+    def stage_data(self, stage: int) -> Path:
+        return self.prepared / f"stage{stage}.jsonl"
 
     # Everything a run writes lives under outputs/<profile>/ (the preflight moves it with `out`).
     @property
@@ -85,7 +114,7 @@ class Profile:
 
     @property
     def merged_dir(self) -> Path:
-        return self.out / "stage1" / "merged"
+        return self.stage1_dir / "merged"  # where Axolotl's merge-lora writes: <stage-1 output_dir>/merged
 
     @property
     def stage2_dir(self) -> Path:
@@ -109,8 +138,7 @@ class Profile:
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return load_yaml(path, "profiles file")
 
 
 def get_profile(name: str, root: Path = ROOT) -> Profile:
@@ -131,7 +159,7 @@ def has_gpu() -> bool:
 
 def auto_profile(root: Path = ROOT) -> tuple[str, str]:
     """The profile `reproduce` runs when none is named, and why."""
-    raw = root / "data" / "raw"
+    raw = root / RAW_DATA
     present = [s for s in SPLITS if (raw / f"{s}.json").exists()]
     if len(present) < len(SPLITS):
         return "sample", f"no official data in {raw.relative_to(root)}/ (need {', '.join(s + '.json' for s in SPLITS)})"

@@ -10,12 +10,21 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import permutations
 
-from maerak.schema import Item
+from maerak.schema import LABELS, Item
 
 LETTERS = ("A", "B", "C")
 IDENTITY: tuple[int, int, int] = (0, 1, 2)
 CYCLIC_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
 ALL_ORDERS: tuple[tuple[int, ...], ...] = tuple(permutations(range(3)))
+# The named sets of option orders: training augmentation (sources.yml augment.*_orders) and
+# permutation TTA (profiles.yml scoring.tta, submit --tta) both choose from this one table.
+ORDER_SETS: dict[str, tuple[tuple[int, ...], ...]] = {"none": (IDENTITY,), "cyclic": CYCLIC_ORDERS, "all": ALL_ORDERS}
+
+
+def orders_named(name: str) -> tuple[tuple[int, ...], ...]:
+    if name not in ORDER_SETS:
+        raise ValueError(f"unknown option order set {name!r}; expected one of {', '.join(ORDER_SETS)}")
+    return ORDER_SETS[name]
 
 INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 A, B, C 중에서 하나 골라 그 기호만 답하세요."
 # Scoring modes (profiles.yml scoring.mode): `letters` scores the answer letter after a prompt that
@@ -135,7 +144,7 @@ def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | Non
 
 def label_for_letter(order: Sequence[int], letter_index: int) -> str:
     """Map a chosen letter under `order` back to the original option's label."""
-    return f"inference_{order[letter_index] + 1}"
+    return LABELS[order[letter_index]]
 
 
 def response_ids(tokenizer, text: str) -> list[int]:

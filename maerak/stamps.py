@@ -19,7 +19,7 @@ from maerak.files import atomic_write_json, sha256_file
 # Files above this size (model weights) are fingerprinted by size and mtime, not hashed:
 # hashing 18 GB of a 9B checkpoint on every re-run would cost minutes.
 HASH_LIMIT = 16 << 20
-CODE_DIRS = ("maerak", "preprocessing", "training", "inference")
+CODE_DIRS = ("maerak", "preprocessing", "training", "inference", "pipeline")
 # Logs, not results: Axolotl rewrites output_dir/debug.log on every command that names that
 # directory (the merge appends to stage 1's), which must not make stage 1 look changed.
 LOGS = ("debug.log",)

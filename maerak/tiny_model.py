@@ -16,13 +16,14 @@ from typing import Any
 def task_corpus(files: Iterable[Path]) -> list[str]:
     """The strings a tokenizer must encode well: the prompt's fixed text and every item's text."""
     from maerak.prompt import ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION
+    from maerak.schema import LABELS
 
     texts = [ALPACA_SYSTEM, ALPACA_TURN, INSTRUCTION, "A B C [Conversation] [Question] [Option] 화자1 화자2 근거"]
     for path in files:
         for item in json.loads(Path(path).read_text(encoding="utf-8-sig")):
             inp = item["input"]
             texts += [str(u["utterance"]) for u in inp["conversation"]]
-            texts += [str(inp[k]) for k in ("inference_1", "inference_2", "inference_3")]
+            texts += [str(inp[k]) for k in LABELS]
     return texts
 
 

@@ -21,12 +21,11 @@ from typing import Any
 
 import yaml
 
-from maerak.files import atomic_write_json
-from maerak.profiles import ROOT, SPLITS, Profile, get_profile
+from maerak.files import atomic_write_json, load_yaml
+from maerak.profiles import ROOT, SPLITS, STAGE_FILES, Profile, get_profile
 
 OVERRIDES = ROOT / "axolotl_configs" / "preflight.yml"
 OUT = "outputs/preflight"
-STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}
 
 
 class PreflightError(Exception):
@@ -56,8 +55,7 @@ def data_dir(profile: Profile) -> tuple[str, str]:
 def preflight_profile(real: Profile, base_dir: Path, configs: Path, data: str, out: str = OUT) -> Profile:
     """`real` with the tiny base, the overridden configs, the data chosen and outputs under `out`.
     The name stays the real one, so the profile's own sources.yml settings apply."""
-    settings = {**real.settings, "base_model": str(base_dir), "axolotl_configs": str(configs), "data_dir": data,
-                "out": out, "offline": True}
+    settings = {**real.settings, "axolotl_configs": str(configs), "data_dir": data, "out": out, "offline": True}
     return Profile(name=real.name, settings=settings, root=real.root)
 
 
@@ -75,14 +73,14 @@ def suspect_keys(cfg: dict[str, Any], cause: str) -> list[str]:
 
 def stage_step(profile: Profile, stage: int, src: Path, run: Callable[[], Path]) -> Callable[[], str]:
     """A training/merge step whose failure also names the config keys the child's error points at."""
-    from training.axolotl_run import TrainError, load_yaml, resolved_path
+    from training.axolotl_run import TrainError
 
     def step() -> str:
         try:
             return str(run())
         except TrainError as exc:
             cause = str(exc).split("failed with exit status", 1)[-1]
-            path = resolved_path(profile, stage)
+            path = profile.axolotl_config(stage)
             keys = suspect_keys(load_yaml(path), cause) if path.is_file() else []
             where = f"; config key(s) at fault: {', '.join(keys)} (in {src / STAGE_FILES[stage]})" if keys else ""
             raise PreflightError(f"{exc}{where}") from exc
@@ -104,8 +102,8 @@ def build_base(real: Profile, overrides: dict[str, Any], corpus_files: list[Path
     """Saves a tiny random Gemma-2 + tokenizer in `target`; returns which tokenizer it has."""
     from maerak.tiny_model import build_bpe_tokenizer, build_gemma2, task_corpus
 
-    tokenizer = real_tokenizer(str(real.settings["base_model"]))
-    kind = f"the real tokenizer of {real.settings['base_model']} (local cache)"
+    tokenizer = real_tokenizer(real.base_model_name)
+    kind = f"the real tokenizer of {real.base_model_name} (local cache)"
     if tokenizer is None:
         tokenizer = build_bpe_tokenizer(task_corpus(corpus_files), int(overrides.get("tokenizer_vocab_size", 2000)))
         kind = f"a byte-level BPE ({len(tokenizer)} tokens) built in place"
@@ -117,14 +115,17 @@ def build_base(real: Profile, overrides: dict[str, Any], corpus_files: list[Path
 
 def step_prepare(profile: Profile, overrides: dict[str, Any]) -> str:
     from maerak.schema import DataError
-    from preprocessing.prepare import load_config, run
+    from preprocessing.config import load_config
+    from preprocessing.prepare import EmptyStage, run
 
     opts = overrides.get("prepare") or {}
     try:
         report = run(profile, load_config(profile), distill_on=bool(opts.get("distill", False)),
                      magpie_on=bool(opts.get("magpie", False)), progress=False)
     except DataError as exc:
-        raise PreflightError("; ".join(str(p) for p in exc.problems[:5]) or "a stage has no rows") from exc
+        raise PreflightError("; ".join(str(p) for p in exc.problems[:5])) from exc
+    except EmptyStage as exc:
+        raise PreflightError("a stage has no rows") from exc
     except FileNotFoundError as exc:
         raise PreflightError(str(exc)) from exc
     stages = report.as_dict()["stages"]
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"maerak preflight: profile '{real.name}' stage configs from {src}, on a CPU, tiny random model")
     print(f"--- what differs from the real run ({args.overrides}):")
     print(args.overrides.read_text(encoding="utf-8").rstrip())
-    print("---")
+    print(f"--- and this run's own paths: base_model {args.out}/base (the tiny model), every output under {args.out}/")
     data, why = data_dir(real)
     print(f"data: {data} ({why})")
     out = real.root / args.out
@@ -193,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()  # offline: nothing is downloaded
 
     def configs() -> str:
+        # The one place stage configs are written rather than read: the real ones with the overrides
+        # and this run's paths (outputs/preflight/, the tiny base); Axolotl then runs them as they are.
         for stage, name in STAGE_FILES.items():
-            cfg = override_stage(ar.load_yaml(src / name), overrides, stage)
+            cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage)
+            cfg = ar.placed(cfg, profile, stage, base_model=Path(args.out) / "base" if stage == 1 else None)
             (out / "axolotl_configs").mkdir(parents=True, exist_ok=True)
             (out / "axolotl_configs" / name).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True),
                                                         encoding="utf-8")

@@ -11,7 +11,6 @@ resume from their last checkpoint, training/resume.py), and `--force` redoes all
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import shutil
 import sys
@@ -21,8 +20,10 @@ from pathlib import Path
 
 from inference.submit import probs_path
 from maerak import stamps
+from maerak.clean import RULES_FILE
 from maerak.files import atomic_write_json
-from maerak.profiles import SPLITS, Profile, resolve_profile, seed_everything
+from maerak.profiles import RAW_DATA, SPLITS, Profile, resolve_profile, seed_everything
+from pipeline.cli import VERBS, Verb, run_verb
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Step:
     """One node of the DAG: what it runs, what it reads and what it writes."""
 
     name: str
-    module: str
+    verb: str                       # a ./run.sh verb (pipeline/cli.py VERBS)
     argv: tuple[str, ...]
     inputs: tuple[Path, ...] = ()
     outputs: tuple[Path, ...] = ()
@@ -45,33 +46,33 @@ def plan(profile: Profile) -> list[Step]:
     splits = tuple(profile.split_file(s) for s in SPLITS)
     base = Path(profile.base_model)
     conf = profile.root / "profiles.yml"
+    stage_yml = (profile.axolotl_config(1), profile.axolotl_config(2))
     steps = []
     if profile.settings.get("offline"):
-        steps.append(Step("model", "training.embed_model", p, outputs=(base,), owned=False))
-    sources = profile.path("sources") if "sources" in profile.settings else profile.root / "preprocessing" / "sources.yml"
+        steps.append(Step("model", "model", p, outputs=(base,), owned=False))
     steps += [
-        Step("validate", "preprocessing.validate", p, inputs=splits),
-        Step("prepare", "preprocessing.prepare", p,
-             inputs=(conf, profile.path("data_dir"), profile.root / "data" / "external", sources,
-                     profile.root / "maerak" / "cleaning.yml", profile.out / "magpie", base),
+        Step("validate", "validate", p, inputs=splits),
+        Step("prepare", "prepare", p,
+             inputs=(conf, profile.path("data_dir"), profile.root / "data" / "external", profile.sources,
+                     RULES_FILE, profile.out / "magpie", *stage_yml, base),
              outputs=(profile.prepared,)),
-        Step("train-stage1", "training.axolotl_run", ("--stage", "1", "--no-merge", *p),
-             inputs=(conf, profile.prepared / "stage1.jsonl", profile.axolotl_config(1), base),
-             outputs=(profile.stage1_dir, profile.out / "configs" / "stage1.yml")),
-        Step("merge", "training.axolotl_run", ("--merge-only", *p),
+        Step("train-stage1", "train-stage1", ("--no-merge", *p),
+             inputs=(conf, profile.stage_data(1), stage_yml[0], base),
+             outputs=(profile.stage1_dir,)),
+        Step("merge", "merge", p,
              inputs=(conf, profile.stage1_dir / "adapter_config.json", profile.stage1_dir / "adapter_model.safetensors",
-                     profile.out / "configs" / "stage1.yml", base),
+                     stage_yml[0], base),
              outputs=(profile.merged_dir,), fresh=True),
-        Step("train-stage2", "training.axolotl_run", ("--stage", "2", *p),
-             inputs=(conf, profile.prepared / "stage2.jsonl", profile.axolotl_config(2), profile.merged_dir),
-             outputs=(profile.stage2_dir, profile.out / "configs" / "stage2.yml")),
-        Step("submit", "inference.submit", p, inputs=(conf, profile.split_file("test"), profile.stage2_dir),
+        Step("train-stage2", "train-stage2", p,
+             inputs=(conf, profile.stage_data(2), stage_yml[1], profile.merged_dir),
+             outputs=(profile.stage2_dir,)),
+        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), profile.stage2_dir),
              outputs=(profile.submission, probs_path(profile.submission))),
-        Step("predict-dev", "inference.submit",
+        Step("predict-dev", "submit",
              (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
              inputs=(conf, profile.split_file("dev"), profile.stage2_dir),
              outputs=(profile.dev_predictions, probs_path(profile.dev_predictions))),
-        Step("evaluate", "inference.evaluate", p,
+        Step("evaluate", "evaluate", p,
              inputs=(profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),
              outputs=(profile.eval_dir,)),
     ]
@@ -93,25 +94,27 @@ def remove(paths: tuple[Path, ...]) -> None:
             path.unlink()
 
 
-def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", force: bool = False) -> dict[str, float]:
+def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", force: bool = False,
+              verbs: dict[str, Verb] = VERBS) -> dict[str, float]:
     """Runs steps in order; stops at the first failure with the step's name. With a state_dir, a step
     whose stamp matches its inputs (and the code) and whose outputs are intact is skipped; FORCE redoes all."""
     timings: dict[str, float] = {}
     for i, step in enumerate(steps, 1):
         exclude = nested_outputs(step, steps)
-        key = stamps.fingerprint(step.inputs, extra=[code, step.module, *step.argv])
+        verb = verbs[step.verb]
+        key = stamps.fingerprint(step.inputs, extra=[code, verb.module, *verb.args, *step.argv])
         head = f"\n=== [{i}/{len(steps)}] {step.name}"
         if state_dir is not None and not force and stamps.is_done(state_dir, step.name, key, step.outputs, exclude):
             print(f"{head}: skipped: done, and its inputs, code and outputs are unchanged (FORCE=1 redoes it)", flush=True)
             timings[step.name] = 0.0
             continue
-        print(f"{head}: ./run.sh ... {' '.join(step.argv)}", flush=True)
+        print(f"{head}: ./run.sh {step.verb} {' '.join(step.argv)}", flush=True)
         if state_dir is not None:
             stamps.clear(state_dir, step.name)
             if step.owned and (step.fresh or force):
                 remove(step.outputs)
         start = time.perf_counter()
-        code_ = int(importlib.import_module(step.module).main(list(step.argv)) or 0)
+        code_ = run_verb(step.verb, list(step.argv), verbs)
         timings[step.name] = round(time.perf_counter() - start, 1)
         print(f"=== {step.name}: {'ok' if code_ == 0 else f'FAILED (exit {code_})'} in {timings[step.name]} s", flush=True)
         if code_ != 0:
@@ -123,7 +126,7 @@ def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh reproduce", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", help="sample or competition (default: chosen from data/raw and the GPU)")
+    parser.add_argument("--profile", help=f"sample, official-cpu or competition (default: chosen from {RAW_DATA}/ and the GPU)")
     parser.add_argument("--force", action="store_true", help="redo every step, even those done with unchanged inputs")
     args = parser.parse_args(argv)
     profile, why = resolve_profile(args.profile, announce=False)
@@ -132,10 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {profile.settings.get('description', '')}")
     if name == "sample":
         print("  this is the SAMPLE profile: synthetic data and the embedded 270M model; its accuracy says the")
-        print("  pipeline works, not how well the competition recipe scores. Put the official files in data/raw/")
+        print(f"  pipeline works, not how well the competition recipe scores. Put the official files in {RAW_DATA}/")
         print("  and run on a CUDA GPU for the competition profile.")
     if name == "official-cpu":
-        print("  this is the OFFICIAL-CPU profile: the official files in data/raw/, but the embedded 270M model on CPU")
+        print(f"  this is the OFFICIAL-CPU profile: the official files in {RAW_DATA}/, but the embedded 270M model on CPU")
         print("  scored by option likelihood, not the competition recipe (that needs a CUDA GPU: PROFILE=competition).")
     profile.apply_env()
     seed_everything(profile.seed)

@@ -7,16 +7,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from maerak.prompt import ALL_ORDERS, CYCLIC_ORDERS, IDENTITY, alpaca_row, option_row
+from maerak.prompt import alpaca_row, option_row, orders_named
 from maerak.schema import Item
-
-ORDERS = {"identity": (IDENTITY,), "cyclic": CYCLIC_ORDERS, "all": ALL_ORDERS}
-
-
-def orders_named(name: str) -> tuple[tuple[int, ...], ...]:
-    if name not in ORDERS:
-        raise ValueError(f"unknown option order set {name!r}; expected one of {', '.join(ORDERS)}")
-    return ORDERS[name]
 
 
 class TaggedRow(NamedTuple):
@@ -33,12 +25,12 @@ def order_tag(order: tuple[int, ...]) -> str:
     return "order " + "".join(str(i + 1) for i in order)
 
 
-def task_rows(items: list[Item], orders_name: str = "identity") -> list[dict]:
+def task_rows(items: list[Item], orders_name: str = "none") -> list[dict]:
     """One row per item and order (the orders of one item are adjacent)."""
     return [t.row for t in tagged_task_rows("", items, orders_name)]
 
 
-def tagged_task_rows(source: str, items: list[Item], orders_name: str = "identity",
+def tagged_task_rows(source: str, items: list[Item], orders_name: str = "none",
                      rationales: dict[str, str] | None = None, mode: str = "letters") -> list[TaggedRow]:
     """task_rows with their source, item id and order; with `rationales`, the rationale
     rows (one per order, for items that have a rationale) instead. In options mode a row's

@@ -26,6 +26,7 @@ from typing import Protocol
 from maerak.files import append_jsonl, read_keyed_jsonl
 from maerak.prompt import render_input
 from maerak.schema import Item
+from preprocessing.config import load_config, resolve
 
 PROMPT = (
     "다음 대화와 질문을 읽고, 정답 지문이 왜 올바른지 한두 문장의 한국어로 설명하세요. "
@@ -136,11 +137,11 @@ class TransformersTeacher:
 
 
 class VLLMTeacher:
-    """Greedy chat generation through vLLM (inference/vllm_backend.py), CPU or GPU. The name
+    """Greedy chat generation through vLLM (maerak/vllm_engine.py), CPU or GPU. The name
     differs from the transformers teacher's, so the two never share cache rows."""
 
     def __init__(self, path: str | Path, max_new_tokens: int = 64, tensor_parallel_size: int = 1, **engine):
-        from inference.vllm_backend import VllmGenerator
+        from maerak.vllm_engine import VllmGenerator
 
         self.name = f"{Path(str(path)).name}|vllm|greedy|{max_new_tokens}"
         self.engine = VllmGenerator(path, max_new_tokens, tensor_parallel_size=tensor_parallel_size, **engine)
@@ -155,12 +156,12 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "aut
     (vLLM runs in .venv-vllm, `make setup VLLM=1`)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"distill teacher {path}: no such model directory (distill.teacher: a local model you bring; unset it to prepare without rationale rows)")
-    from inference import vllm_backend
+    from maerak import vllm_engine
 
     if backend not in ("auto", "transformers", "vllm"):
         raise ValueError(f"distill backend {backend!r}: expected auto, transformers or vllm")
-    if backend == "vllm" or (backend == "auto" and vllm_backend.available()):
-        if not vllm_backend.available():
+    if backend == "vllm" or (backend == "auto" and vllm_engine.available()):
+        if not vllm_engine.available():
             raise SystemExit("distill backend vllm: `import vllm` fails here; run from .venv-vllm (make setup VLLM=1)")
         return VLLMTeacher(path, max_new_tokens, tensor_parallel_size, **engine)
     return TransformersTeacher(path, max_new_tokens)
@@ -169,7 +170,6 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "aut
 def main(argv: list[str] | None = None) -> int:
     from maerak.profiles import resolve_profile
     from maerak.schema import load_items
-    from preprocessing.prepare import load_config, resolve
 
     parser = argparse.ArgumentParser(prog="python -m preprocessing.distill", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile")

@@ -27,12 +27,10 @@ UNBOUNDED = 1 << 30  # tokenizer max_length for the strategy: measure, never tru
 
 def stage_limits(profile: Profile, stages: Sequence[int] = (1, 2)) -> dict[int, dict]:
     """Per stage: sequence_len, the excess length strategy and the config file read."""
-    from training.axolotl_run import load_yaml
-
     out = {}
     for n in stages:
         path = profile.axolotl_config(n)
-        cfg = load_yaml(path)
+        cfg = profile.stage_config(n)
         if not isinstance(cfg.get("sequence_len"), int):
             raise DataError([Problem(str(path), "-", "sequence_len", "missing or not an integer (prepare checks row lengths against it)")])
         out[n] = {"sequence_len": cfg["sequence_len"], "excess_length_strategy": str(cfg.get("excess_length_strategy") or "drop"),
@@ -44,9 +42,9 @@ def tokenizer_ref(profile: Profile, setting: str) -> str:
     """A directory (relative to the repository root) when one exists, else the text as
     given (a hub id, looked up in the local Hugging Face cache only)."""
     value = str(setting).format(data_dir=profile.settings.get("data_dir", ""), out=profile.out,
-                                base_model=profile.settings.get("base_model", ""))
+                                base_model=profile.base_model_name)
     local = Path(value) if Path(value).is_absolute() else profile.root / value
-    return str(local) if local.exists() else value
+    return str(local) if value and local.exists() else value
 
 
 def load_tokenizer(ref: str):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from maerak.files import atomic_write_jsonl
+from preprocessing.config import load_config, resolve
 
 MARK = "\x00MAERAK_QUERY\x00"
 # Gemma's template, for tokenizers that carry no chat template (e.g. the tests' tiny model).
@@ -95,7 +96,6 @@ def run(model_path: str | Path, out_path: Path, cfg: dict, progress: bool = True
 
 def main(argv: list[str] | None = None) -> int:
     from maerak.profiles import resolve_profile
-    from preprocessing.prepare import load_config, resolve
 
     parser = argparse.ArgumentParser(prog="python -m preprocessing.magpie", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile")

@@ -3,68 +3,47 @@ alpaca rows (+ option-order augmentation, + distilled rationales when a teacher 
 token lengths against each stage's sequence_len (preprocessing/lengths.py) -> stage1.jsonl,
 stage2.jsonl and report.json/report.md under outputs/<profile>/prepared/.
 
-Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`).
-Every input item is accounted for in the report. A bad file stops the run with
-`FILE: ROW/ID: FIELD: problem` and exit 1, before anything is written.
+Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`), read by
+preprocessing/config.py. Every input item is accounted for in the report. A bad file stops
+the run with `FILE: ROW/ID: FIELD: problem` and exit 1, before anything is written.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from maerak import clean
 from maerak.files import atomic_write_jsonl, sha256_file
 from maerak.profiles import Profile, resolve_profile
-from maerak.schema import DataError, Problem, load_items
-from maerak import clean
-from preprocessing import augment, dedup, lengths
+from maerak.schema import DataError, Item, Problem, load_items
+from preprocessing import augment, dedup, distill, lengths, magpie
 from preprocessing.augment import TaggedRow
+from preprocessing.config import SourcesConfig, config_problem, load_config, placeholders, resolve
 from preprocessing.report import Report, Step
 from preprocessing.sources import Loaded, Record, load_source, resolve_paths
 
 TASK_KINDS = ("official", "items")
-DEFAULT_CONFIG = "preprocessing/sources.yml"
 OVER_LENGTH = ("stop", "drop")
 ON_MISSING_TOKENIZER = ("skip", "stop")
 
-
-# --- configuration ----------------------------------------------------------------------------
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (over or {}).items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+Records = dict[str, list[Record]]  # source name -> its records still in, in source order
+EvalItems = list[tuple[str, Item]]  # ("<file stem>:<id>", item) for every dev/test item
 
 
-def load_config(profile: Profile, path: str | Path | None = None) -> dict:
-    path = Path(path or profile.settings.get("sources", DEFAULT_CONFIG))
-    path = path if path.is_absolute() else profile.root / path
-    if not path.is_file():
-        raise SystemExit(f"{path}: -: file: no such sources config (see preprocessing/README.md)")
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
-    cfg = deep_merge(cfg, (cfg.get("profiles") or {}).get(profile.name, {}))
-    cfg["_path"] = str(path)
-    return cfg
+class EmptyStage(Exception):
+    """A stage has no rows after every step (no task data?): there is nothing to train on."""
 
-
-def placeholders(profile: Profile) -> dict[str, str]:
-    return {"data_dir": str(profile.settings["data_dir"]), "out": str(profile.out), "base_model": profile.base_model}
-
-
-def resolve(profile: Profile, value: str) -> Path:
-    p = Path(str(value).format(**placeholders(profile)))
-    return p if p.is_absolute() else profile.root / p
+    def __init__(self, stage: int):
+        self.stage = stage
+        super().__init__(f"stage {stage} has no rows (no task data?)")
 
 
 def rel(profile: Profile, path: Path) -> str:
@@ -76,11 +55,8 @@ def rel(profile: Profile, path: Path) -> str:
 
 # --- what a run will do (said in its first lines and in the report) -----------------------------
 
-def config_problem(cfg: dict, field: str, message: str) -> DataError:
-    return DataError([Problem(str(cfg.get("_path", DEFAULT_CONFIG)), "-", field, message)])
-
-
-def distill_plan(profile: Profile, cfg: dict, distill_on: bool | None, teacher=None) -> tuple[bool, Path | None, str]:
+def distill_plan(profile: Profile, cfg: SourcesConfig, distill_on: bool | None,
+                 teacher: distill.Teacher | None = None) -> tuple[bool, Path | None, str]:
     """(distill?, teacher directory to load, the line that says so). A teacher is a model the
     user brings: with none set, prepare goes on without rationale rows."""
     dcfg = cfg.get("distill", {})
@@ -88,7 +64,7 @@ def distill_plan(profile: Profile, cfg: dict, distill_on: bool | None, teacher=N
         return False, None, "distillation: off (" + ("--no-distill" if distill_on is False else "distill.enabled is false") + ")"
     if teacher is not None:
         return True, None, f"distillation: on, teacher {teacher.name}"
-    where = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+    where = rel(profile, cfg.path)
     if not dcfg.get("teacher"):
         if distill_on:
             raise config_problem(cfg, "distill.teacher", "--distill needs a teacher: set distill.teacher to a local model directory")
@@ -101,7 +77,7 @@ def distill_plan(profile: Profile, cfg: dict, distill_on: bool | None, teacher=N
     return True, path, f"distillation: on, teacher {rel(profile, path)}"
 
 
-def lengths_plan(profile: Profile, cfg: dict) -> tuple[Callable[[dict], int] | None, dict, str]:
+def lengths_plan(profile: Profile, cfg: SourcesConfig) -> tuple[Callable[[dict], int] | None, dict, str]:
     """(row length counter or None, token-length info for the report, the line that says so)."""
     lcfg = cfg.get("lengths", {})
     for key, allowed in (("on_missing_tokenizer", ON_MISSING_TOKENIZER), ("over_length", OVER_LENGTH)):
@@ -113,7 +89,7 @@ def lengths_plan(profile: Profile, cfg: dict) -> tuple[Callable[[dict], int] | N
     ref = lengths.tokenizer_ref(profile, lcfg.get("tokenizer", "{base_model}"))
     tokenizer, why = lengths.load_tokenizer(ref)
     if tokenizer is None:
-        where = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+        where = rel(profile, cfg.path)
         line = (f"token lengths: NOT CHECKED: no tokenizer {ref} in local files or the Hugging Face cache ({why}); "
                 f"Axolotl will drop rows over sequence_len with only an INFO log line. Put the tokenizer there "
                 f"(for a hub id: `hf download {ref} --include 'tokenizer*'`) or set lengths.tokenizer in {where}")
@@ -139,12 +115,21 @@ def _progress(iterable, desc: str, total: int, enabled: bool):
     return tqdm(iterable, desc=desc, total=total, unit="item", disable=not enabled or total < 2000)
 
 
-def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = None, magpie_on: bool | None = None,
-        progress: bool = True, say: Callable[[str], None] = print) -> Report:
+@contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    t = time.perf_counter()
+    yield
+    timings[key] = round(time.perf_counter() - t, 2)
+
+
+def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = None, distill_on: bool | None = None,
+        magpie_on: bool | None = None, progress: bool = True, say: Callable[[str], None] = print) -> Report:
+    """Every step, in order; raises DataError (a bad file, an over-long row) or EmptyStage
+    before anything is written."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     report = Report(profile.name)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {}  # the report's sections, in the order report.json lists them
 
     # first: what this run will not do, and why (also at the top of the report)
     distill_enabled, teacher_path, distill_line = distill_plan(profile, cfg, distill_on, teacher)
@@ -156,33 +141,61 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
     # 0. Magpie generation (a stage-1 source read below)
     mcfg = cfg.get("magpie_generate", {})
     if mcfg.get("enabled") if magpie_on is None else magpie_on:
-        from preprocessing import magpie
-
         extra["magpie_generate"] = magpie.run(resolve(profile, mcfg["model"]), profile.out / "magpie" / "generated.jsonl", mcfg, progress)
-        timings["magpie_generate"] = round(time.perf_counter() - t0, 2)
+        timings["magpie_generate"] = round(time.perf_counter() - t0, 2)  # since the start, as before
 
-    # 1. load every source first: a bad file stops the run before anything is written
-    t = time.perf_counter()
-    loaded: list[Loaded] = [load_source(spec, profile.root, placeholders(profile), cfg) for spec in cfg["sources"]]
-    eval_items = []
-    eval_notes = []
-    for path in resolve_paths(list(cfg.get("eval_files", [])), profile.root, placeholders(profile)):
-        items, _ = load_items(path)
-        eval_items += [(f"{path.stem}:{it.id}", it) for it in items]
-        eval_notes.append(f"{rel(profile, path)}: {len(items)} items")
-    timings["load"] = round(time.perf_counter() - t, 2)
+    with _timed(timings, "load"):
+        loaded, records = load(profile, cfg, report)
+        eval_items, eval_notes = load_eval(profile, cfg)
+    with _timed(timings, "clean"):
+        rules = clean.load_rules()  # the one rules file the scorer applies too
+        records = clean_records(loaded, records, report, rules, progress)
+    with _timed(timings, "dedup"):
+        records = dedup_records(loaded, records, report, cfg, progress)
+    with _timed(timings, "contamination"):
+        records, contamination = check_contamination(loaded, records, report, cfg, eval_items, eval_notes, rules)
 
-    records: dict[str, list[Record]] = {}
+    rationales: dict[str, str] = {}
+    extra["distill"] = {"status": "off", "why": distill_line}
+    if distill_enabled:
+        with _timed(timings, "distill"):
+            rationales, extra["distill"] = distill_rationales(profile, cfg, loaded, records, teacher, teacher_path, progress)
+
+    stage_rows = format_rows(profile, cfg, loaded, records, report, rationales, distill_enabled)
+    with _timed(timings, "token_lengths"):
+        extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info)
+
+    write(profile, cfg, report, loaded, stage_rows, extra, contamination, timings, t0)
+    return report
+
+
+def load(profile: Profile, cfg: SourcesConfig, report: Report) -> tuple[list[Loaded], Records]:
+    """1. Every source, read and checked in full: a bad file stops the run before anything is written."""
+    loaded = [load_source(spec, profile.root, placeholders(profile), cfg) for spec in cfg["sources"]]
+    records: Records = {}
     for src in loaded:
         report.add_source(src.name, src.kind, src.stages, [{"path": rel(profile, f), "sha256": sha256_file(f)} for f in src.files])
         step = report.add_step(src.name, Step("load", src.raw_count, len(src.records), notes=list(src.notes)))
         for rid, reason in src.dropped:
             step.drop(rid, reason)
         records[src.name] = src.records
+    return loaded, records
 
-    # 2. clean (task conversations only; correction/Magpie text is the content and stays)
-    t = time.perf_counter()
-    rules = clean.load_rules()  # the one rules file the scorer applies too
+
+def load_eval(profile: Profile, cfg: SourcesConfig) -> tuple[EvalItems, list[str]]:
+    """The dev/test items the contamination step compares against, and a line per file for the report."""
+    eval_items: EvalItems = []
+    eval_notes: list[str] = []
+    for path in resolve_paths(list(cfg.get("eval_files", [])), profile.root, placeholders(profile)):
+        items, _ = load_items(path)
+        eval_items += [(f"{path.stem}:{it.id}", it) for it in items]
+        eval_notes.append(f"{rel(profile, path)}: {len(items)} items")
+    return eval_items, eval_notes
+
+
+def clean_records(loaded: list[Loaded], records: Records, report: Report, rules: clean.Rules, progress: bool) -> Records:
+    """2. Clean task conversations only; correction/Magpie text is the content and stays."""
+    out: Records = {}
     for src in loaded:
         step = report.add_step(src.name, Step("clean", len(records[src.name])))
         kept = []
@@ -197,14 +210,16 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
         else:
             kept = list(records[src.name])
         step.n_out = len(kept)
-        records[src.name] = kept
-    timings["clean"] = round(time.perf_counter() - t, 2)
+        out[src.name] = kept
+    return out
 
-    # 3. near-duplicate removal: task examples among themselves, generic rows among themselves,
-    #    in source order (official first), so the earlier copy is the one kept
-    t = time.perf_counter()
+
+def dedup_records(loaded: list[Loaded], records: Records, report: Report, cfg: SourcesConfig, progress: bool) -> Records:
+    """3. Near-duplicate removal: task examples among themselves, generic rows among themselves,
+    in source order (official first), so the earlier copy is the one kept."""
     dcfg = cfg.get("dedup", {})
     k = int(dcfg.get("max_distance", 5))
+    out: Records = dict(records)
     for group in (TASK_KINDS, None):
         members = [s for s in loaded if (s.kind in TASK_KINDS) == (group is not None)]
         pool = [(s.name, r) for s in members for r in records[s.name]]
@@ -216,29 +231,35 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
             for m in dedup.near_duplicates(fps, k, bar):
                 src, other = pool[m.other]
                 drops[m.index] = f"near-duplicate of {src}:{other.id} (simhash distance {m.distances[0]}/{m.distances[1]} bits, conversation/rest)"
+        steps: dict[str, Step] = {}
         for s in members:
-            step = report.add_step(s.name, Step("dedup", len(records[s.name])))
+            steps[s.name] = report.add_step(s.name, Step("dedup", len(records[s.name])))
             if not dcfg.get("enabled", True):
-                step.notes.append("dedup disabled in sources.yml")
-        kept_by: dict[str, list[Record]] = {s.name: [] for s in members}
+                steps[s.name].notes.append("dedup disabled in sources.yml")
+        kept_by: Records = {s.name: [] for s in members}
         for i, (name, rec) in enumerate(pool):
             if i in drops:
-                _step(report, name, "dedup").drop(rec.id, drops[i])
+                steps[name].drop(rec.id, drops[i])
             else:
                 kept_by[name].append(rec)
         for s in members:
-            records[s.name] = kept_by[s.name]
-            _step(report, s.name, "dedup").n_out = len(kept_by[s.name])
-    timings["dedup"] = round(time.perf_counter() - t, 2)
+            out[s.name] = kept_by[s.name]
+            steps[s.name].n_out = len(kept_by[s.name])
+    return out
 
-    # 4. contamination: task examples vs dev/test (cleaned the same way, for comparison only)
-    t = time.perf_counter()
-    cont = {"eval_files": eval_notes, "near_duplicates": [], "shared_conversations": []}
+
+def check_contamination(loaded: list[Loaded], records: Records, report: Report, cfg: SourcesConfig,
+                        eval_items: EvalItems, eval_notes: list[str], rules: clean.Rules) -> tuple[Records, dict]:
+    """4. Task examples vs dev/test (cleaned the same way, for comparison only): every near-duplicate
+    and shared conversation is reported; a source with `on_contamination: drop` loses its copies."""
+    k = int(cfg.get("dedup", {}).get("max_distance", 5))
+    cont: dict[str, Any] = {"eval_files": eval_notes, "near_duplicates": [], "shared_conversations": []}
     eval_clean = [(eid, clean.clean_item(it, rules).item or it) for eid, it in eval_items]
     eval_fps = dedup.part_fingerprints([dedup.item_parts(it) for _, it in eval_clean])
     eval_convs: dict[str, list[str]] = {}
     for eid, it in eval_clean:
         eval_convs.setdefault(it.conversation_key, []).append(eid)
+    out: Records = dict(records)
     for s in loaded:
         if s.kind not in TASK_KINDS:
             continue
@@ -267,32 +288,33 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
                 if i in hits:
                     step.notes.append(f"{rec.id}: near-duplicate of eval item {eval_clean[hits[i][0].other][0]} (kept: on_contamination keep)")
         step.n_out = len(kept)
-        records[s.name] = kept
-    timings["contamination"] = round(time.perf_counter() - t, 2)
+        out[s.name] = kept
+    return out, cont
 
-    # 5. distillation (rationales for the task items that reach a distill stage)
+
+def distill_rationales(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], records: Records,
+                       teacher: distill.Teacher | None, teacher_path: Path | None, progress: bool) -> tuple[dict[str, str], dict]:
+    """5. A rationale per task item that reaches a distill stage (item id -> text), and the
+    report's `distill` section. Records are not changed."""
     dist_cfg = cfg.get("distill", {})
-    rationales: dict[str, str] = {}
-    extra["distill"] = {"status": "off", "why": distill_line}
-    if distill_enabled:
-        from preprocessing import distill
+    stages = set(int(x) for x in dist_cfg.get("stages", [2]))
+    targets = [r.item for s in loaded if s.kind in TASK_KINDS and stages & set(s.stages) for r in records[s.name]]
+    targets = list({it.id: it for it in targets}.values())
+    if teacher is None:
+        teacher = distill.load_teacher(teacher_path, int(dist_cfg.get("max_new_tokens", 64)),
+                                       dist_cfg.get("backend", "auto"), **profile.vllm)
+    rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl",
+                                        int(dist_cfg.get("batch_size", 4)), int(dist_cfg.get("max_chars", 300)), progress)
+    stats["teacher"] = teacher.name
+    stats["empty_rationales"] = [iid for iid, r in rationales.items() if not r]
+    return rationales, {"status": "on", **stats}
 
-        t = time.perf_counter()
-        stages = set(int(x) for x in dist_cfg.get("stages", [2]))
-        targets = [r.item for s in loaded if s.kind in TASK_KINDS and stages & set(s.stages) for r in records[s.name]]
-        targets = list({it.id: it for it in targets}.values())
-        if teacher is None:
-            teacher = distill.load_teacher(teacher_path, int(dist_cfg.get("max_new_tokens", 64)),
-                                           dist_cfg.get("backend", "auto"), **profile.vllm)
-        rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl",
-                                            int(dist_cfg.get("batch_size", 4)), int(dist_cfg.get("max_chars", 300)), progress)
-        stats["teacher"] = teacher.name
-        stats["empty_rationales"] = [iid for iid, r in rationales.items() if not r]
-        extra["distill"] = {"status": "on", **stats}
-        timings["distill"] = round(time.perf_counter() - t, 2)
 
-    # 6. alpaca rows per stage, each with its source, id and order (for the length check)
+def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], records: Records, report: Report,
+                rationales: dict[str, str], distill_enabled: bool) -> dict[int, list[TaggedRow]]:
+    """6. Alpaca rows per stage, each with its source, id and order (for the length check)."""
     acfg = cfg.get("augment", {})
+    dist_cfg = cfg.get("distill", {})
     dist_stages = {int(x) for x in dist_cfg.get("stages", [2])} if distill_enabled else set()
     stage_rows: dict[int, list[TaggedRow]] = {1: [], 2: []}
     mode = profile.scoring_mode  # letters: alpaca rows answering a letter; options: the correct option's text
@@ -302,33 +324,32 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
         for stage in s.stages:
             if s.kind in TASK_KINDS:
                 items = [r.item for r in recs]
-                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "identity"), mode=mode)
+                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "none"), mode=mode)
                 if stage in dist_stages:
-                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "identity"), rationales, mode)
+                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "none"), rationales, mode)
             else:
                 rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows
             step.notes.append(f"stage {stage}: {len(rows)} rows")
+    return stage_rows
 
-    # 7. token lengths: stop at (or drop, with the reason) every row Axolotl would drop unseen
-    t = time.perf_counter()
-    extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info)
-    timings["token_lengths"] = round(time.perf_counter() - t, 2)
 
+def write(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loaded], stage_rows: dict[int, list[TaggedRow]],
+          extra: dict[str, Any], contamination: dict, timings: dict[str, float], t0: float) -> None:
+    """8. Check, then write each stage file atomically and the report last. Raises EmptyStage,
+    or RuntimeError when the report does not add up, before writing anything."""
     for stage in (1, 2):
         if not stage_rows[stage]:
-            raise DataError([])  # replaced below with a readable message
+            raise EmptyStage(stage)
     by_source = {n: {s.name: sum(r.source == s.name for r in stage_rows[n]) for s in loaded if n in s.stages} for n in (1, 2)}
     files = {1: profile.prepared / "stage1.jsonl", 2: profile.prepared / "stage2.jsonl"}
     extra["stages"] = {f"stage{n}": {"rows": len(stage_rows[n]), "by_source": by_source[n], "file": rel(profile, files[n])} for n in (1, 2)}
-    extra["contamination"] = cont
-    extra["config"] = {"path": rel(profile, Path(cfg["_path"])), "sha256": hashlib.sha256(
-        json.dumps({k: v for k, v in cfg.items() if k != "_path"}, sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
+    extra["contamination"] = contamination
+    extra["config"] = {"path": rel(profile, cfg.path), "sha256": hashlib.sha256(
+        json.dumps(dict(cfg), sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
     problems = report.check()
     if problems:
         raise RuntimeError("prepare report does not add up:\n" + "\n".join(problems))
-
-    # 8. write (each file atomically; the report last)
     for n in (1, 2):
         atomic_write_jsonl(files[n], [r.row for r in stage_rows[n]])
         extra["stages"][f"stage{n}"]["sha256"] = sha256_file(files[n])
@@ -336,10 +357,9 @@ def run(profile: Profile, cfg: dict, teacher=None, distill_on: bool | None = Non
     extra["timings_s"] = timings
     report.extra = extra
     report.write(profile.prepared)
-    return report
 
 
-def check_lengths(profile: Profile, cfg: dict, report: Report, loaded: list[Loaded], records: dict[str, list[Record]],
+def check_lengths(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loaded], records: dict[str, list[Record]],
                   stage_rows: dict[int, list[TaggedRow]], count: Callable[[dict], int] | None, info: dict) -> dict:
     """Length distribution per stage and source, and every row over the stage's sequence_len.
     Over-long rows of a source with `over_length: stop` (the default) stop the run (DataError,
@@ -369,7 +389,7 @@ def check_lengths(profile: Profile, cfg: dict, report: Report, loaded: list[Load
         stage_rows[n] = [r for r in rows if (r.source, r.id, r.tag) not in cut]
     stops = [o for o in over if o["action"] == "stopped"]
     if stops:
-        cfg_file = rel(profile, Path(cfg.get("_path", DEFAULT_CONFIG)))
+        cfg_file = rel(profile, cfg.path)
         configs = {n: info["stages"][f"stage{n}"]["config"] for n in stage_rows}
         raise DataError([Problem(where[o["source"]], f"{o['source']}:{o['id']}", "tokens",
                                  f"stage {o['stage']} row ({o['row']}) is {o['tokens']} tokens, over sequence_len "
@@ -397,10 +417,6 @@ def check_lengths(profile: Profile, cfg: dict, report: Report, loaded: list[Load
     return info
 
 
-def _step(report: Report, source: str, name: str) -> Step:
-    return next(st for st in reversed(report.sources[source]["steps"]) if st.step == name)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", help="sample or competition (default: auto)")
@@ -419,8 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        if not exc.problems:
-            print("prepare: a stage has no rows (no task data?)", file=sys.stderr)
+        print("prepare: stopped; nothing written", file=sys.stderr)
+        return 1
+    except EmptyStage:
+        print("prepare: a stage has no rows (no task data?)", file=sys.stderr)
         print("prepare: stopped; nothing written", file=sys.stderr)
         return 1
     except FileNotFoundError as exc:

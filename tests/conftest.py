@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -61,6 +62,19 @@ def save_tiny_checkpoint(path: Path, seed: int = 0, **config_overrides) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def write_stage_configs(profile, stage1: dict | None, stage2: dict | None, base_model: str | Path | None = None) -> None:
+    """Stage YAMLs for a test's own profile layout, written where the profile reads them (its
+    axolotl_configs folder), with that layout's paths: the pipeline then runs them as they are."""
+    from training.axolotl_run import placed
+
+    for stage, cfg in ((1, stage1), (2, stage2)):
+        if cfg is not None:
+            path = profile.axolotl_config(stage)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cfg = placed(cfg, profile, stage, base_model=base_model if stage == 1 else None)
+            path.write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from maerak.profiles import ROOT, Profile
+from tests.conftest import write_stage_configs
 
 ITEMS = 6
 RIGHT, WRONG = "정답입니다", "아닙니다"
@@ -47,7 +48,7 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     """prepare → Axolotl stage 2 (sample YAML + `training`) from `model_dir` → submit; accuracy against `truth`.
     `mode` is the scoring mode of both the training rows and submit."""
     from inference.submit import main as submit_main
-    from preprocessing import prepare
+    from preprocessing import config, prepare
     from training import axolotl_run as ar
 
     data = root / "data"
@@ -55,15 +56,14 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     (data / "train.json").write_text(json.dumps(train_items, ensure_ascii=False), encoding="utf-8")
     for split in ("dev", "test"):
         shutil.copy(sample_dir / f"{split}.json", data / f"{split}.json")
-    conf = root / "axolotl_configs"
-    conf.mkdir()
+    stage1 = yaml.safe_load((ROOT / "axolotl_configs" / "sample" / "stage1_qlora.yml").read_text(encoding="utf-8"))
     stage2 = yaml.safe_load((ROOT / "axolotl_configs" / "sample" / "stage2_full.yml").read_text(encoding="utf-8"))
-    (conf / "stage2_full.yml").write_text(yaml.safe_dump({**stage2, **training}), encoding="utf-8")
     profile = Profile(name="canary", root=root, settings={
-        "data_dir": "data", "base_model": "model", "axolotl_configs": "axolotl_configs", "offline": True, "seed": 0,
+        "data_dir": "data", "axolotl_configs": "axolotl_configs", "offline": True,
         "sources": str(ROOT / "preprocessing" / "sources.yml"), "scoring": {"mode": mode}})
 
-    cfg = prepare.load_config(profile)
+    write_stage_configs(profile, {**stage1, "seed": 0}, {**stage2, "seed": 0, **training}, base_model="model")
+    cfg = config.load_config(profile)
     prepare.run(profile, cfg, progress=False)
     rows = (profile.prepared / "stage2.jsonl").read_text(encoding="utf-8").splitlines()
     # letters: cyclic augmentation, every item with its answer at A, B and C; options: one row per item

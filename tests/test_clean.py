@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from maerak.schema import Item, Utterance
 from maerak import clean
+from maerak.schema import Item, Utterance
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pipeline.cli import VERBS
 from maerak.profiles import auto_profile, get_profile
+from pipeline.cli import VERBS
 from pipeline.reproduce import plan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,14 +25,21 @@ def test_run_sh_unknown_verb_fails():
 def test_every_verb_module_has_main():
     import importlib
 
-    for verb, (module, _) in VERBS.items():
-        assert callable(getattr(importlib.import_module(module), "main", None)), verb
+    for verb, spec in VERBS.items():
+        assert callable(getattr(importlib.import_module(spec.module), "main", None)), verb
 
 
 def test_make_help_lists_the_pipeline_targets():
     out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     for target in ("reproduce", "test", "setup", "validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "evaluate", "verify", "bench"):
         assert f"  {target} " in out
+
+
+def test_make_targets_and_reproduce_steps_come_from_the_one_verb_table():
+    names = subprocess.run(["make", "-pn", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in names.splitlines() if x.startswith("VERBS := "))
+    assert line.split(":= ", 1)[1].split() == list(VERBS)
+    assert all(s.verb in VERBS for p in ("sample", "competition") for s in plan(get_profile(p)))
 
 
 def test_reproduce_plan_runs_the_recipe_in_order():
@@ -73,15 +80,15 @@ def test_every_verb_takes_its_default_profile_from_the_one_resolver(monkeypatch)
         raise _Resolved
 
     monkeypatch.setattr(maerak.profiles, "auto_profile", chosen)
-    argv = {"train": ["--stage", "1"], "merge": ["--merge-only"]}
-    for verb, (module, _) in VERBS.items():
+    argv = {"train": ["--stage", "1"]}
+    for verb, spec in VERBS.items():
         # check-submission takes files, not a profile; preflight exists to run the competition
         # configs on a CPU, where the automatic choice would be sample, so it defaults to competition.
         if verb in ("check-submission", "preflight"):
             continue
-        main = importlib.import_module(module).main
+        main = importlib.import_module(spec.module).main
         try:
-            main(argv.get(verb, []))
+            main([*spec.args, *argv.get(verb, [])])
         except _Resolved:
             continue
         raise AssertionError(f"./run.sh {verb} chose a profile without the resolver")

@@ -118,16 +118,14 @@ def test_deepspeed_imports():
 
 
 def _stage2_competition(ds_file: str) -> dict:
-    """The competition stage-2 config exactly as `make train-stage2 GPUS=2` resolves it, naming `ds_file`."""
-    import yaml
-
+    """The competition stage-2 config as `make train-stage2 GPUS=2` runs it (the YAML plus Axolotl's
+    `--deepspeed=` override), naming `ds_file`."""
     from maerak.profiles import get_profile
     from training import axolotl_run as ar
 
-    profile = get_profile("competition")
-    raw = {**ar.load_yaml(profile.axolotl_config(2)), "deepspeed": f"axolotl_configs/deepspeed/{ds_file}"}
-    cfg = ar.resolve_config(raw, ar.stage_paths(profile, 2), profile.seed, gpus=2)
-    return yaml.safe_load(yaml.safe_dump(cfg))
+    raw = get_profile("competition").stage_config(2)
+    assert ar.overrides(raw, gpus=2) == ["--deepspeed=axolotl_configs/deepspeed/zero3.json"]
+    return {**raw, "deepspeed": f"axolotl_configs/deepspeed/{ds_file}"}
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -10,7 +10,7 @@ import pytest
 from maerak.files import read_jsonl
 from maerak.profiles import Profile
 from maerak.schema import load_items
-from preprocessing import distill, magpie, prepare
+from preprocessing import config, distill, magpie, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def test_prepare_adds_rationale_rows(tmp_path, sample_dir):
     shutil.copytree(sample_dir, tmp_path / "data")
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
-    cfg = prepare.load_config(profile)
+    cfg = config.load_config(profile)
     teacher = FakeTeacher()
     d = prepare.run(profile, cfg, teacher=teacher, distill_on=True, progress=False).as_dict()
     rows = read_jsonl(profile.prepared / "stage2.jsonl")
@@ -99,7 +99,7 @@ def test_magpie_generation_on_tiny_model_is_a_loadable_source(tiny_model_dir, tm
     from preprocessing.sources import Loaded, load_magpie_file
 
     loaded = Loaded("g", "magpie", (1,))
-    load_magpie_file(out, "g", loaded, prepare.load_config(Profile("t", {"sources": str(ROOT / "preprocessing" / "sources.yml")}))["magpie"])
+    load_magpie_file(out, "g", loaded, config.load_config(Profile("t", {"sources": str(ROOT / "preprocessing" / "sources.yml")}))["magpie"])
     assert loaded.raw_count == 2 and len(loaded.records) + len(loaded.dropped) == 2
 
 

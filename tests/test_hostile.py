@@ -18,7 +18,7 @@ import pytest
 from inference import check_submission, evaluate, submit
 from maerak.files import atomic_write_json, atomic_write_text
 from maerak.schema import MAX_TEXT_CHARS, load_items, show_name
-from preprocessing import prepare, validate
+from preprocessing import config, prepare, validate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -204,7 +204,7 @@ def test_prepare_refuses_a_hostile_train_file(sample_dir, tmp_path, monkeypatch,
         (data / f"{split}.json").write_bytes((sample_dir / f"{split}.json").read_bytes())
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
-    cfg = prepare.load_config(profile)
+    cfg = config.load_config(profile)
     monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
     monkeypatch.setattr(prepare, "load_config", lambda p, path=None: cfg)
     for name, content, _id, _field in file_cases(sample_dir):
@@ -317,7 +317,7 @@ def test_files_a_source_folder_does_not_read_are_reported(tmp_path, sample_dir):
     (corr / "notes.txt").write_text("hello", encoding="utf-8")
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
-    cfg = prepare.load_config(profile)
+    cfg = config.load_config(profile)
     prepare.run(profile, cfg, progress=False)
     report = (profile.prepared / "report.md").read_text(encoding="utf-8")
     for name in ("pairs.json", "notes.txt"):

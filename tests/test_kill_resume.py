@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import save_tiny_checkpoint
+from conftest import save_tiny_checkpoint, write_stage_configs
+
+from maerak.profiles import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.e2e
 STEPS = ["validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "predict-dev", "evaluate"]
 TINY = {
     "model_type": "AutoModelForCausalLM", "tokenizer_type": "AutoTokenizer", "seed": 0,
-    "datasets": [{"path": "placeholder", "type": "alpaca"}], "dataset_processes": 1, "val_set_size": 0,
+    "datasets": [{"path": "placeholder", "ds_type": "json", "type": "alpaca"}], "dataset_processes": 1, "val_set_size": 0,
     "sequence_len": 2048, "max_steps": 3, "micro_batch_size": 2, "gradient_accumulation_steps": 1,
     "optimizer": "adamw_torch", "learning_rate": 1e-3, "lr_scheduler": "cosine", "warmup_steps": 0,
     "bf16": False, "fp16": False, "tf32": False, "attn_implementation": "sdpa", "logging_steps": 1,
@@ -49,14 +51,12 @@ def make_root(dest: Path) -> Path:
             shutil.copy2(src, dest / rel)
     (dest / ".venv").symlink_to((ROOT / ".venv").resolve())
     save_tiny_checkpoint(dest / "models" / "tiny")
-    conf = dest / "axolotl_configs" / "tiny"
-    conf.mkdir(parents=True)
-    (conf / "stage1_qlora.yml").write_text(yaml.safe_dump({**TINY, **LORA}), encoding="utf-8")
-    (conf / "stage2_full.yml").write_text(yaml.safe_dump({**TINY, "learning_rate": 1e-4}), encoding="utf-8")
     profiles = yaml.safe_load((dest / "profiles.yml").read_text(encoding="utf-8"))
-    profiles["tiny"] = {**profiles["sample"], "base_model": "models/tiny", "axolotl_configs": "axolotl_configs/tiny",
+    profiles["tiny"] = {**profiles["sample"], "axolotl_configs": "axolotl_configs/tiny",
                         "offline": False, "description": "test: tiny Gemma-3 on the sample data"}
     (dest / "profiles.yml").write_text(yaml.safe_dump(profiles, allow_unicode=True), encoding="utf-8")
+    profile = Profile(name="tiny", settings=profiles["tiny"], root=dest)
+    write_stage_configs(profile, {**TINY, **LORA}, {**TINY, "learning_rate": 1e-4}, base_model="models/tiny")
     return dest
 
 

@@ -21,7 +21,9 @@ def project_imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            # `from pkg import mod` imports the module; `from pkg.mod import name` imports pkg.mod
+            subs = [f"{node.module}.{a.name}" for a in node.names if module_path(f"{node.module}.{a.name}")]
+            names = subs or [node.module]
         else:
             continue
         found |= {n for n in names if n.split(".")[0] in PACKAGES and module_path(n) is not None}

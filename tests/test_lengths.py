@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from maerak import clean
 from maerak.files import read_jsonl
 from maerak.profiles import Profile, load_profiles
 from maerak.prompt import render_prompt
 from maerak.schema import DataError, load_items
-from maerak import clean
-from preprocessing import prepare
+from preprocessing import config, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def quirky(tmp_path, fixtures_dir, sample_dir, tiny_model_dir):
     settings = dict(load_profiles()["competition"], axolotl_configs="axolotl_configs",
                     sources=str(ROOT / "preprocessing" / "sources.yml"))
     profile = Profile(name="competition", settings=settings, root=tmp_path)
-    cfg = prepare.load_config(profile)
+    cfg = config.load_config(profile)
     cfg["lengths"]["tokenizer"] = str(tiny_model_dir)
     return profile, cfg
 

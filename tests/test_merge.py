@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from maerak.profiles import ROOT, Profile, get_profile
+from maerak.profiles import Profile, get_profile
 from training import axolotl_run as ar
 
 ARCH = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -54,7 +54,7 @@ def test_stage1_merge_is_base_plus_scaled_lora(tmp_path, profile_name):
     import torch
 
     from maerak.tiny_model import build_gemma2
-    from tests.conftest import build_tiny_tokenizer
+    from tests.conftest import build_tiny_tokenizer, write_stage_configs
 
     tokenizer = build_tiny_tokenizer()
     base_dir = tmp_path / "base"
@@ -64,11 +64,9 @@ def test_stage1_merge_is_base_plus_scaled_lora(tmp_path, profile_name):
     real = get_profile(profile_name)
     stage1 = yaml.safe_load(real.axolotl_config(1).read_text(encoding="utf-8"))
     assert stage1["merge_method"] == "legacy"
-    conf = tmp_path / "axolotl_configs"
-    conf.mkdir()
-    (conf / "stage1_qlora.yml").write_text(yaml.safe_dump(stage1), encoding="utf-8")
-    settings = {**real.settings, "base_model": str(base_dir), "axolotl_configs": str(conf), "offline": True}
+    settings = {**real.settings, "axolotl_configs": "axolotl_configs", "offline": True}
     profile = Profile(name=profile_name, settings=settings, root=tmp_path)
+    write_stage_configs(profile, stage1, None, base_model=base_dir)
     lora = _adapter(base_dir, profile.stage1_dir)
 
     ar.merge(profile)
@@ -91,9 +89,3 @@ def test_stage1_merge_is_base_plus_scaled_lora(tmp_path, profile_name):
         else:
             assert torch.equal(got, want.float()), f"{key}: changed by the merge (max {(got - want.float()).abs().max():.3g})"
     assert "model.embed_tokens.weight" in base  # the tied embedding is among the unchanged tensors
-
-
-def test_both_stage1_configs_merge_with_the_legacy_method():
-    for name in ("sample", "competition"):
-        cfg = yaml.safe_load((ROOT / "axolotl_configs" / name / "stage1_qlora.yml").read_text(encoding="utf-8"))
-        assert cfg.get("merge_method") == "legacy", name

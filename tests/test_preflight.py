@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import yaml
 
-from pipeline import preflight
 from maerak.profiles import ROOT, get_profile
+from pipeline import preflight
 
 GPU_OR_BUDGET = {"bf16", "tf32", "optimizer", "max_steps", "save_strategy",
                  "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel"}

@@ -11,7 +11,7 @@ from maerak.files import read_jsonl
 from maerak.profiles import Profile
 from maerak.prompt import CYCLIC_ORDERS, LETTERS
 from maerak.schema import DataError, load_items
-from preprocessing import augment, prepare
+from preprocessing import augment, config, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ def env(tmp_path, sample_dir):
     (tmp_path / "data" / "external").mkdir()
     profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
-    cfg = prepare.load_config(profile)
+    cfg = config.load_config(profile)
     return profile, cfg
 
 
@@ -139,7 +139,7 @@ def test_option_permutation_moves_the_answer_letter(sample_dir):
         assert f"\n{letter}. {correct}" in row["input"] or row["input"].endswith(f"{letter}. {correct}")
         assert order[LETTERS.index(letter)] == item.label_index
     assert sorted(r["output"] for r in rows) == ["A", "B", "C"]
-    assert len(augment.task_rows([item], "all")) == 6 and len(augment.task_rows([item], "identity")) == 1
+    assert len(augment.task_rows([item], "all")) == 6 and len(augment.task_rows([item], "none")) == 1
 
 
 def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):
@@ -158,7 +158,7 @@ def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):
 
 def test_missing_sources_config_is_a_clear_error(tmp_path):
     from maerak.profiles import get_profile
-    from preprocessing.prepare import load_config
+    from preprocessing.config import load_config
 
     with pytest.raises(SystemExit) as exc:
         load_config(get_profile("sample"), tmp_path / "nope.yml")

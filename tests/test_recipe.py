@@ -1,16 +1,17 @@
-"""The competition configs carry the recipe's values (DEVELOPERS.md), stated once, here;
-every other choice is a row of the deviation table in training/README.md, whose
-"ours" column must be what the YAMLs say."""
+"""The stage configs' values, stated once, here: the recipe's values in the competition configs
+(DEVELOPERS.md) and what every profile's pipeline relies on, one table. Every other competition
+choice is a row of the deviation table in training/README.md, whose "ours" column must be what
+the YAMLs say."""
 from __future__ import annotations
 
 import re
+from functools import cache
 
 import pytest
 import yaml
 
 from maerak.profiles import ROOT
 
-CONFIGS = ROOT / "axolotl_configs" / "competition"
 STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}
 
 # The recipe, as published (DEVELOPERS.md). Stage 2 takes stage 1's lr/scheduler/warmup/decay.
@@ -24,9 +25,65 @@ RECIPE = {
         "pad_to_sequence_len": True},
 }
 
+# Expected values other than a plain YAML value (compared with ==; a bool must be that bool, a float
+# that number), and a set: one of its members.
+NOT_SET, IS_SET, FALSE_OR_NOT_SET = "<not set>", "<set>", "<false or not set>"
+
+# (profile, stage, key) -> expected. `datasets[].type` is the list of the datasets' types.
+EXPECTED = {
+    **{("competition", stage, key): want for stage, values in RECIPE.items() for key, want in values.items()},
+    **{(profile, stage, key): want for profile in ("sample", "competition") for stage in (1, 2) for key, want in {
+        "datasets[].type": ["alpaca"],  # the rows preprocessing writes
+        "seed": IS_SET, "output_dir": IS_SET,
+    }.items()},
+    **{(profile, 1, key): want for profile in ("sample", "competition") for key, want in {
+        "adapter": "qlora", "load_in_4bit": True,
+        # W + alpha/r * B A on the exact base weights, not Axolotl's NF4 round trip (training/README.md)
+        "merge_method": "legacy",
+    }.items()},
+    **{(profile, 2, "adapter"): NOT_SET for profile in ("sample", "competition")},  # stage 2 is a full fine-tune
+    # The recipe counts epochs, not a step budget; stage 2 trains the full model, unquantized.
+    ("competition", 1, "max_steps"): NOT_SET,
+    ("competition", 2, "max_steps"): NOT_SET,
+    ("competition", 2, "load_in_4bit"): FALSE_OR_NOT_SET,
+    # Gemma-2 soft-caps attention logits: SDPA drops the cap.
+    ("competition", 1, "attn_implementation"): {"eager", "flash_attention_2"},
+    ("competition", 2, "attn_implementation"): {"eager", "flash_attention_2"},
+    # CPU: Axolotl's fused LoRA kernels call CUDA streams; fp32, deterministic across CPUs.
+    ("sample", 1, "lora_qkv_kernel"): False,
+    ("sample", 1, "lora_o_kernel"): False,
+    ("sample", 1, "lora_mlp_kernel"): False,
+    ("sample", 1, "bf16"): FALSE_OR_NOT_SET,
+}
+
+
+@cache
+def _config(profile: str, stage: int) -> dict:
+    return yaml.safe_load((ROOT / "axolotl_configs" / profile / STAGE_FILES[stage]).read_text(encoding="utf-8"))
+
 
 def _stage(n: int) -> dict:
-    return yaml.safe_load((CONFIGS / STAGE_FILES[n]).read_text(encoding="utf-8"))
+    return _config("competition", n)
+
+
+def _holds(cfg: dict, key: str, want) -> bool:
+    if want == NOT_SET:
+        return key not in cfg
+    if want == IS_SET:
+        return key in cfg
+    if want == FALSE_OR_NOT_SET:
+        return not cfg.get(key)
+    outer, _, inner = key.partition("[].")
+    if outer not in cfg:
+        return False
+    got = [d[inner] for d in cfg[outer]] if inner else cfg[outer]
+    if isinstance(want, set):
+        return got in want
+    if isinstance(want, bool):
+        return got is want
+    if isinstance(want, float):
+        return isinstance(got, (int, float, str)) and not isinstance(got, bool) and float(got) == want
+    return got == want
 
 
 def _deviation_rows() -> list[dict[str, str]]:
@@ -40,15 +97,11 @@ def _deviation_rows() -> list[dict[str, str]]:
     return rows
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_competition_configs_use_every_recipe_value(stage):
-    cfg = _stage(stage)
-    wrong = {k: (want, cfg.get(k)) for k, want in RECIPE[stage].items()
-             if not (cfg.get(k) == want or (isinstance(want, float) and float(cfg.get(k, "nan")) == want))}
-    assert not wrong, f"{STAGE_FILES[stage]}: recipe value -> ours: {wrong}"
-    assert "max_steps" not in cfg  # epochs, as the recipe, not a step budget
-    assert [d["type"] for d in cfg["datasets"]] == ["alpaca"]
-    assert stage == 1 or ("adapter" not in cfg and not cfg.get("load_in_4bit"))
+@pytest.mark.parametrize("profile,stage,key", sorted(EXPECTED), ids=lambda v: str(v))
+def test_stage_config_value(profile, stage, key):
+    want = EXPECTED[profile, stage, key]
+    cfg = _config(profile, stage)
+    assert _holds(cfg, key, want), f"{profile}/{STAGE_FILES[stage]}: {key} is {cfg.get(key, NOT_SET)!r}, expected {want!r}"
 
 
 def test_deviation_table_matches_the_configs():
@@ -65,8 +118,3 @@ def test_deviation_table_matches_the_configs():
             else:
                 want = yaml.safe_load(row["ours"].strip("`"))
                 assert cfg.get(key) == want, f"stage {stage}: {key} is {cfg.get(key)!r}, the table says {want!r}"
-
-
-def test_softcapping_needs_eager_or_flash_attention():
-    for stage in (1, 2):
-        assert _stage(stage)["attn_implementation"] in ("eager", "flash_attention_2")

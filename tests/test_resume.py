@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from maerak import stamps
+from pipeline.cli import Verb
 from pipeline.reproduce import Step, run_steps
 from training import resume
+
+FAKE = {"fakestep": Verb("fakestep", "a stand-in step")}
 
 STEP_MODULE = '''
 import json, pathlib, sys
@@ -53,9 +56,9 @@ def dag(tmp_path, monkeypatch):
 def test_a_second_run_skips_every_finished_step(dag, capsys):
     root, steps, ran = dag
     state = root / ".stamps"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     assert ran() == ["a", "b", "c"] and (root / "c.out").read_text() == "data+++"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     assert ran() == []
     assert capsys.readouterr().out.count("skipped: done, and its inputs, code and outputs are unchanged") == 3
 
@@ -63,49 +66,49 @@ def test_a_second_run_skips_every_finished_step(dag, capsys):
 def test_a_changed_input_redoes_that_step_and_what_depends_on_it(dag):
     root, steps, ran = dag
     state = root / ".stamps"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     ran()
     (root / "a.out").write_text("edited by hand")  # b's input, a's output
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     # a's output no longer matches its stamp: a is redone; it writes the same bytes, so b and c are not
     assert ran() == ["a"]
     (root / "in.txt").write_text("new data")
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     assert ran() == ["a", "b", "c"] and (root / "c.out").read_text() == "new data+++"
-    run_steps(steps(), state, code="v2")  # a code change redoes everything
+    run_steps(steps(), state, code="v2", verbs=FAKE)  # a code change redoes everything
     assert ran() == ["a", "b", "c"]
 
 
 def test_a_deleted_output_is_made_again(dag):
     root, steps, ran = dag
     state = root / ".stamps"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     ran()
     (root / "c.out").unlink()
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     assert ran() == ["c"]
 
 
 def test_an_interrupted_step_is_redone_never_used_half_written(dag):
     root, steps, ran = dag
     state = root / ".stamps"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     ran()
     (root / "in.txt").write_text("v2")
     with pytest.raises(SystemExit):
-        run_steps(steps(crash="b"), state, code="v1")
+        run_steps(steps(crash="b"), state, code="v1", verbs=FAKE)
     assert ran() == ["a", "b"] and (root / "b.out").read_text() == "half"
     assert not stamps.stamp_path(state, "b").exists()
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     assert ran() == ["b", "c"] and (root / "c.out").read_text() == "v2+++"
 
 
 def test_force_redoes_everything(dag):
     root, steps, ran = dag
     state = root / ".stamps"
-    run_steps(steps(), state, code="v1")
+    run_steps(steps(), state, code="v1", verbs=FAKE)
     ran()
-    run_steps(steps(), state, code="v1", force=True)
+    run_steps(steps(), state, code="v1", force=True, verbs=FAKE)
     assert ran() == ["a", "b", "c"]
 
 

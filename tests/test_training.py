@@ -1,5 +1,5 @@
-"""Training stages: config resolution (paths + seed injected, hyperparameters untouched) and an end-to-end Axolotl run on a
-tiny Gemma-3 (stage 1 QLoRA 4-bit -> merge -> stage 2 full fine-tune) on CPU."""
+"""Training stages: the stage YAMLs run as they are (their paths checked against the pipeline's layout, only Axolotl's
+own overrides added) and an end-to-end Axolotl run on a tiny Gemma-3 (stage 1 QLoRA 4-bit -> merge -> stage 2 full fine-tune) on CPU."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +9,7 @@ import yaml
 
 from maerak.files import atomic_write_jsonl
 from maerak.profiles import ROOT, Profile, get_profile
+from tests.conftest import write_stage_configs
 from training import axolotl_run as ar
 
 CONFIGS = ROOT / "axolotl_configs"
@@ -24,73 +25,89 @@ def competition() -> Profile:
     return get_profile("competition")
 
 
-# The recipe's values in the competition configs: tests/test_recipe.py.
+# The stage YAMLs' values (the recipe's, and what each profile relies on): tests/test_recipe.py, one table.
 
 
-@pytest.mark.parametrize("profile", ["sample", "competition"])
-def test_profiles_have_both_stage_configs_with_the_same_structure(profile):
-    s1 = _yaml(CONFIGS / profile / "stage1_qlora.yml")
-    s2 = _yaml(CONFIGS / profile / "stage2_full.yml")
-    assert s1["adapter"] == "qlora" and s1["load_in_4bit"] is True
-    assert "adapter" not in s2
-    for cfg in (s1, s2):
-        assert [d["type"] for d in cfg["datasets"]] == ["alpaca"]
-        assert "seed" in cfg and "output_dir" in cfg
+def _copy_configs(root: Path, profile: str = "sample") -> Profile:
+    (root / "axolotl_configs" / profile).mkdir(parents=True)
+    for name in ("stage1_qlora.yml", "stage2_full.yml"):
+        (root / "axolotl_configs" / profile / name).write_bytes((CONFIGS / profile / name).read_bytes())
+    return Profile(name=profile, settings=get_profile(profile).settings, root=root)
 
 
-def test_sample_stage1_turns_off_the_cuda_lora_kernels():
-    cfg = _yaml(CONFIGS / "sample" / "stage1_qlora.yml")
-    assert cfg["lora_qkv_kernel"] is False and cfg["lora_o_kernel"] is False and cfg["lora_mlp_kernel"] is False
-    assert not cfg.get("bf16")
+@pytest.mark.parametrize("name", ["sample", "official-cpu", "competition"])
+def test_each_stage_yaml_is_the_file_axolotl_runs_and_holds_the_pipelines_paths(name):
+    profile = get_profile(name)
+    for stage in (1, 2):
+        path, cfg = ar.stage_config(profile, stage)
+        assert path == profile.axolotl_config(stage) and ar.layout_problems(profile, stage, cfg, path) == []
+    # the base model and the seed are written once: stage 1's YAML (stage 2 starts from stage 1's merge)
+    assert profile.base_model_name == _yaml(profile.axolotl_config(1))["base_model"]
+    assert profile.seed == _yaml(profile.axolotl_config(1))["seed"] == _yaml(profile.axolotl_config(2))["seed"]
+    assert "base_model" not in profile.settings and "seed" not in profile.settings
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_resolution_injects_paths_and_seed_and_leaves_hyperparameters(competition, stage):
-    raw = ar.load_yaml(competition.axolotl_config(stage))
-    paths = ar.stage_paths(competition, stage)
-    cfg = ar.resolve_config(raw, paths, seed=1234)
-    assert cfg["seed"] == 1234
-    assert cfg["output_dir"] == str(competition.stage1_dir if stage == 1 else competition.stage2_dir)
-    assert cfg["base_model"] == ("google/gemma-2-9b-it" if stage == 1 else str(competition.merged_dir))
-    assert cfg["datasets"] == [{**raw["datasets"][0], "path": str(competition.prepared / f"stage{stage}.jsonl"), "ds_type": "json"}]
-    assert {k: v for k, v in cfg.items() if k not in INJECTED} == {k: v for k, v in raw.items() if k not in INJECTED}
-    assert "deepspeed" not in cfg
-    assert raw == ar.load_yaml(competition.axolotl_config(stage))  # the input dict is not mutated
+def test_train_runs_the_yaml_as_it_is_with_only_axolotls_own_overrides(competition, stage, monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(ar, "run", lambda cmd, cwd: ran.append((cmd, cwd)) or 0.0)
+    monkeypatch.setattr(ar, "check_inputs", lambda *a: None)
+    monkeypatch.setattr(ar, "ensure_final_checkpoint", lambda *a: None)
+    profile = Profile(name="competition", settings={**competition.settings, "out": str(tmp_path / "out")}, root=ROOT)
+    before = competition.axolotl_config(stage).read_bytes()
+    with pytest.raises(ar.TrainError, match="output_dir"):  # the YAML writes outputs/competition/, not this layout
+        ar.train(profile, stage)
+    ar.train(competition, stage, gpus=2)
+    cmd, cwd = ran[-1]
+    assert cwd == ROOT and cmd[-2:] == [str(competition.axolotl_config(stage)), "--deepspeed=axolotl_configs/deepspeed/zero3.json"]
+    assert competition.axolotl_config(stage).read_bytes() == before  # never rewritten
+    assert not (competition.out / "configs").exists() or not any((competition.out / "configs").glob("stage*.yml"))
+
+
+def test_placed_configs_change_only_the_path_keys(competition, tmp_path):
+    """The preflight's and the tests' own layouts: the same config, other paths (the input is not mutated)."""
+    other = Profile(name="competition", settings={**competition.settings, "out": "outputs/elsewhere"}, root=ROOT)
+    for stage in (1, 2):
+        raw = competition.stage_config(stage)
+        cfg = ar.placed(raw, other, stage, base_model="models/tiny" if stage == 1 else None)
+        assert ar.layout_problems(other, stage, cfg, Path("x.yml")) == []
+        assert cfg["output_dir"] == f"outputs/elsewhere/stage{stage}"
+        assert cfg["base_model"] == ("models/tiny" if stage == 1 else "outputs/elsewhere/stage1/merged")
+        assert cfg["datasets"] == [{**raw["datasets"][0], "path": f"outputs/elsewhere/prepared/stage{stage}.jsonl"}]
+        assert {k: v for k, v in cfg.items() if k not in INJECTED} == {k: v for k, v in raw.items() if k not in INJECTED}
+        assert raw == competition.stage_config(stage)
+
+
+def test_a_stage_yaml_whose_paths_disagree_with_the_pipeline_is_refused(tmp_path):
+    profile = _copy_configs(tmp_path)
+    path = profile.axolotl_config(2)
+    path.write_text(path.read_text(encoding="utf-8").replace("output_dir: outputs/sample/stage2", "output_dir: elsewhere"),
+                    encoding="utf-8")
+    with pytest.raises(ar.TrainError, match=r"stage2_full.yml: output_dir: 'elsewhere'"):
+        ar.stage_config(profile, 2)
 
 
 def test_several_gpus_add_zero3_unless_the_yaml_names_deepspeed(competition):
-    paths = ar.stage_paths(competition, 2)
-    raw = ar.load_yaml(competition.axolotl_config(2))
-    assert ar.resolve_config(raw, paths, 42, gpus=2)["deepspeed"] == "axolotl_configs/deepspeed/zero3.json"
+    raw = competition.stage_config(2)
+    assert ar.overrides(raw, gpus=2) == ["--deepspeed=axolotl_configs/deepspeed/zero3.json"]
     own = {**raw, "deepspeed": "axolotl_configs/deepspeed/zero2.json"}
-    assert ar.resolve_config(own, paths, 42, gpus=4)["deepspeed"] == "axolotl_configs/deepspeed/zero2.json"
+    assert ar.overrides(own, gpus=4) == [] and ar.overrides(raw, gpus=1) == []
     cmd = ar.command("axolotl.cli.train", Path("c.yml"), gpus=2)
     assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
     assert cmd[-3:] == ["-m", "axolotl.cli.train", "c.yml"]
     assert ar.command("axolotl.cli.train", Path("c.yml"))[1:] == ["-m", "axolotl.cli.train", "c.yml"]
 
 
-def test_resolved_config_is_written_under_outputs(tmp_path):
-    (tmp_path / "axolotl_configs" / "sample").mkdir(parents=True)
-    for name in ("stage1_qlora.yml", "stage2_full.yml"):
-        (tmp_path / "axolotl_configs" / "sample" / name).write_bytes((CONFIGS / "sample" / name).read_bytes())
-    profile = Profile(name="sample", settings={**get_profile("sample").settings, "seed": 7}, root=tmp_path)
-    path, cfg = ar.write_resolved(profile, 1)
-    assert path == tmp_path / "outputs" / "sample" / "configs" / "stage1.yml"
-    assert yaml.safe_load(path.read_text(encoding="utf-8")) == cfg and cfg["seed"] == 7
-
-
 def test_missing_inputs_name_the_make_target(tmp_path):
-    settings = {**get_profile("sample").settings}
-    profile = Profile(name="sample", settings=settings, root=tmp_path)
+    profile = _copy_configs(tmp_path)
     with pytest.raises(ar.TrainError, match="make prepare PROFILE=sample"):
-        ar.check_inputs(profile, 1, ar.stage_paths(profile, 1))
+        ar.check_inputs(profile, 1)
     atomic_write_jsonl(profile.prepared / "stage1.jsonl", [{"instruction": "i", "input": "x", "output": "A"}])
     with pytest.raises(ar.TrainError, match="make model"):
-        ar.check_inputs(profile, 1, ar.stage_paths(profile, 1))
+        ar.check_inputs(profile, 1)
     atomic_write_jsonl(profile.prepared / "stage2.jsonl", [{"instruction": "i", "input": "x", "output": "A"}])
     with pytest.raises(ar.TrainError, match="make train-stage1 PROFILE=sample"):
-        ar.check_inputs(profile, 2, ar.stage_paths(profile, 2))
+        ar.check_inputs(profile, 2)
 
 
 # --- end to end on a tiny Gemma-3 -------------------------------------------------
@@ -109,7 +126,7 @@ TINY_STAGE1 = {
     "lora_o_kernel": False,
     "lora_mlp_kernel": False,
     "lora_embedding_kernel": False,
-    "datasets": [{"path": "placeholder", "type": "alpaca"}],
+    "datasets": [{"path": "placeholder", "ds_type": "json", "type": "alpaca"}],
     "dataset_processes": 1,
     "val_set_size": 0,
     "sequence_len": 2048,
@@ -142,12 +159,8 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
     from maerak.prompt import CYCLIC_ORDERS, alpaca_row, render_prompt
     from maerak.schema import load_items
 
-    conf = tmp_path / "axolotl_configs" / "tiny"
-    conf.mkdir(parents=True)
-    (conf / "stage1_qlora.yml").write_text(yaml.safe_dump(TINY_STAGE1), encoding="utf-8")
-    (conf / "stage2_full.yml").write_text(yaml.safe_dump(_tiny_stage2()), encoding="utf-8")
-    settings = {"base_model": "model", "axolotl_configs": "axolotl_configs/tiny", "offline": True, "seed": 3}
-    profile = Profile(name="tiny", settings=settings, root=tmp_path)
+    profile = Profile(name="tiny", settings={"axolotl_configs": "axolotl_configs/tiny", "offline": True}, root=tmp_path)
+    write_stage_configs(profile, {**TINY_STAGE1, "seed": 3}, _tiny_stage2(), base_model="model")
     assert Path(profile.base_model) == tiny_model_copy
 
     items, _ = load_items(sample_dir / "train.json", require_labels=True)
@@ -156,17 +169,16 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
 
     ar.train(profile, 1)
     assert (profile.stage1_dir / "adapter_config.json").is_file()
-    resolved = yaml.safe_load(ar.resolved_path(profile, 1).read_text(encoding="utf-8"))
-    assert resolved["seed"] == 3 and resolved["base_model"] == str(tiny_model_copy)
-    assert resolved["max_steps"] == 2 and resolved["load_in_4bit"] is True
+    ran = _yaml(profile.axolotl_config(1))  # the file Axolotl ran, as it is
+    assert ran["seed"] == 3 and (tmp_path / ran["base_model"]) == tiny_model_copy
+    assert ran["max_steps"] == 2 and ran["load_in_4bit"] is True
 
     ar.merge(profile)
     assert (profile.merged_dir / "config.json").is_file()
 
     out = ar.train(profile, 2)
     assert out == profile.stage2_dir
-    resolved2 = yaml.safe_load(ar.resolved_path(profile, 2).read_text(encoding="utf-8"))
-    assert resolved2["base_model"] == str(profile.merged_dir)
+    assert tmp_path / _yaml(profile.axolotl_config(2))["base_model"] == profile.merged_dir
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)

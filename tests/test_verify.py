@@ -43,13 +43,11 @@ def fake_submit(argv: list[str]) -> int:
 
 def make_tree(root: Path, needs_gpu: bool = False) -> Profile:
     settings = {
-        "base_model": "models/tiny",
         "data_dir": "data/sample",
         "axolotl_configs": "axolotl_configs/sample",
         "sources": "preprocessing/sources.yml",
         "needs_gpu": needs_gpu,
         "offline": True,
-        "seed": 42,
         "scoring": {"dtype": "bfloat16" if needs_gpu else "float32", "tta": "none"},
     }
     (root / "profiles.yml").write_text("sample:\n  seed: 42\n", encoding="utf-8")
@@ -59,14 +57,11 @@ def make_tree(root: Path, needs_gpu: bool = False) -> Profile:
     (root / "models" / "tiny" / "model.safetensors").write_bytes(bytes(range(256)) * 4)
     cfg = root / "axolotl_configs" / "sample"
     cfg.mkdir(parents=True)
-    (cfg / "stage1_qlora.yml").write_text("adapter: qlora\nlora_r: 16\nlearning_rate: 2.0e-5\n")
+    (cfg / "stage1_qlora.yml").write_text("base_model: models/tiny\nseed: 42\nadapter: qlora\nlora_r: 16\nlearning_rate: 2.0e-5\n")
     (cfg / "stage2_full.yml").write_text("micro_batch_size: 3\nlearning_rate: 2.0e-5\n")
     (root / "preprocessing").mkdir()
     (root / "preprocessing" / "sources.yml").write_text("official: {path: data/sample}\n")
     profile = Profile(name="sample", settings=settings, root=root)
-    (profile.out / "configs").mkdir(parents=True)
-    for stage in (1, 2):
-        (profile.out / "configs" / f"stage{stage}.yml").write_text(f"resolved: stage{stage}\nseed: 42\n")
     profile.prepared.mkdir(parents=True)
     (profile.prepared / "stage1.jsonl").write_text('{"instruction": "x", "output": "A"}\n')
     (profile.prepared / "stage2.jsonl").write_text('{"instruction": "y", "output": "B"}\n')
@@ -109,7 +104,6 @@ def test_manifest_records_hashes_versions_and_run(profile):
 
     for rel in ("data/sample/train.json", "data/sample/dev.json", "data/sample/test.json", "profiles.yml",
                 "axolotl_configs/sample/stage1_qlora.yml", "axolotl_configs/sample/stage2_full.yml",
-                "outputs/sample/configs/stage1.yml", "outputs/sample/configs/stage2.yml",
                 "preprocessing/sources.yml", "models/tiny/model.safetensors",
                 "outputs/sample/stage2/model.safetensors", "outputs/sample/stage2/tokenizer.json",
                 "outputs/sample/submission.json", "outputs/sample/dev_predictions.json"):
@@ -122,19 +116,24 @@ def test_manifest_records_hashes_versions_and_run(profile):
                            "submission": "outputs/sample/submission.json", "compare": "bytes",
                            "scoring": {"dtype": "float32", "tta": "none"}}
     assert set(m["git"]) == {"commit", "dirty", "source"}
+    # The stage YAMLs are the files Axolotl ran: no resolved copies beside them.
+    assert not any(f["path"].startswith("outputs/sample/configs/") for f in m["files"])
     # Relative paths only: the same manifest checks on the host and in the container.
     assert not any(Path(f["path"]).is_absolute() for f in m["files"])
 
 
 def test_missing_optional_files_are_recorded_not_fatal(tmp_path):
-    profile = Profile(name="sample", settings={"base_model": "google/gemma-2-9b-it", "data_dir": "data/raw",
+    (tmp_path / "axolotl_configs" / "competition").mkdir(parents=True)
+    (tmp_path / "axolotl_configs" / "competition" / "stage1_qlora.yml").write_text("base_model: google/gemma-2-9b-it\n")
+    profile = Profile(name="sample", settings={"data_dir": "data/raw",
                                                "axolotl_configs": "axolotl_configs/competition",
                                                "needs_gpu": True, "scoring": {"dtype": "bfloat16"}}, root=tmp_path)
     m = build_manifest(profile, extra={"dev_accuracy": 0.5})
     assert m["dev_accuracy"] == 0.5
     assert m["base_model"] == {"name": "google/gemma-2-9b-it", "local": False}
     assert m["submit"]["compare"] == "labels"
-    assert all(f.get("missing") and f["sha256"] is None for f in m["files"])
+    assert all(f.get("missing") and f["sha256"] is None for f in m["files"]
+               if f["path"] != "axolotl_configs/competition/stage1_qlora.yml")
     assert any(f["path"] == "outputs/sample/stage2" for f in m["files"])
 
 
@@ -150,7 +149,7 @@ def test_untouched_tree_passes(profile, capsys):
 @pytest.mark.parametrize("rel", [
     "data/sample/train.json",                   # an input
     "axolotl_configs/sample/stage2_full.yml",   # a config
-    "outputs/sample/configs/stage1.yml",        # a resolved config
+    "axolotl_configs/sample/stage1_qlora.yml",  # the other stage config (base model and seed are there)
     "models/tiny/model.safetensors",            # the base model
 ])
 def test_changed_input_or_config_fails(profile, capsys, rel):
@@ -258,4 +257,4 @@ def test_gpu_profile_compares_labels(tmp_path, capsys):
 def test_cli_routes_to_verify():
     from pipeline.cli import VERBS
 
-    assert VERBS["verify"][0] == "pipeline.verify"
+    assert VERBS["verify"].module == "pipeline.verify"

@@ -16,7 +16,8 @@ if os.environ.get("MAERAK_REQUIRE_VLLM") == "1":
 else:
     pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make setup VLLM=1); `make test` runs this file there")
 
-from inference.scoring import ScoreCache, Scorer, build_requests, item_probs, make_scorer, orders_for
+from inference.backends import make_scorer
+from inference.scoring import ScoreCache, Scorer, build_requests, item_probs, orders_for
 from inference.vllm_backend import prefix_order
 from maerak.schema import load_items
 from preprocessing import distill

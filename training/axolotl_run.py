@@ -1,13 +1,16 @@
 """`./run.sh train --stage 1|2 [--profile P] [--gpus N]` and `./run.sh merge [--profile P]`.
 
-Hyperparameters live only in axolotl_configs/<profile>/*.yml. This module injects
-the paths and the seed from profiles.yml (pure: `resolve_config`, dict in, dict
-out), writes the resolved config to outputs/<profile>/configs/stageN.yml (hashed
-into the run manifest) and runs Axolotl's CLI on it in a subprocess:
+The YAML in axolotl_configs/<profile>/ is the file Axolotl runs, as it is (hyperparameters,
+the base model, the seed and the paths all live there); this module never rewrites it. It
+checks that the file's paths are the ones the pipeline reads and writes (`layout_keys`, from
+maerak/profiles.py), then runs Axolotl's CLI on it in a subprocess from the repository root.
+Only what truly varies per run goes on Axolotl's command line as its own overrides:
+`--resume_from_checkpoint=` (an interrupted run), `--deepspeed=` (several GPUs),
+`--lora_model_dir=` (the merge).
 
-    stage 1: base = profile.base_model, data = prepared/stage1.jsonl, out = stage1/
+    stage 1: base_model (the profile's base), data prepared/stage1.jsonl, out stage1/
              then merge-lora -> stage1/merged (unless --no-merge)
-    stage 2: base = stage1/merged,      data = prepared/stage2.jsonl, out = stage2/
+    stage 2: base_model stage1/merged,        data prepared/stage2.jsonl, out stage2/
 """
 from __future__ import annotations
 
@@ -23,76 +26,103 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from maerak.files import atomic_write_text
+from maerak.files import ConfigError, load_yaml
 from maerak.profiles import Profile, resolve_profile
 from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `training.answer_loss` (a plugin in the YAMLs) imports from
-STAGE_DATA = {1: "stage1.jsonl", 2: "stage2.jsonl"}
 
 
-class TrainError(SystemExit):
+class TrainError(ConfigError):
     """A user-facing failure: message on stderr, exit status 1."""
 
-    def __init__(self, message: str):
-        super().__init__(message)
 
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise TrainError(f"{path}: no such Axolotl config")
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
-    if not isinstance(cfg, dict):
-        raise TrainError(f"{path}: expected a YAML mapping")
-    return cfg
-
-
-def stage_paths(profile: Profile, stage: int) -> dict[str, str]:
-    """The paths a stage reads and writes (strings, as Axolotl takes them)."""
-    if stage == 1:
-        base, out = profile.base_model, profile.stage1_dir
-    elif stage == 2:
-        base, out = str(profile.merged_dir), profile.stage2_dir
-    else:
+def layout_keys(profile: Profile, stage: int) -> dict[str, Any]:
+    """The path keys a stage config must hold for the pipeline's layout (outputs/<profile>/...),
+    relative to the profile's root as the YAMLs write them. Stage 1's base_model is the YAML's own."""
+    if stage not in (1, 2):
         raise TrainError(f"unknown stage {stage!r}; expected 1 or 2")
-    return {
-        "base_model": base,
-        "dataset": str(profile.prepared / STAGE_DATA[stage]),
-        "output_dir": str(out),
-        "dataset_prepared_path": str(profile.out / "axolotl_cache" / f"stage{stage}"),
+    keys: dict[str, Any] = {
+        "output_dir": profile.stage1_dir if stage == 1 else profile.stage2_dir,
+        "datasets[0].path": profile.stage_data(stage),
+        "dataset_prepared_path": profile.out / "axolotl_cache" / f"stage{stage}",
     }
+    if stage == 2:
+        keys["base_model"] = profile.merged_dir
+    return {k: _rel(profile, v) for k, v in keys.items()}
 
 
-def resolve_config(cfg: dict[str, Any], paths: dict[str, str], seed: int, gpus: int = 1) -> dict[str, Any]:
-    """The config Axolotl runs: `cfg` with paths and seed injected; hyperparameters untouched."""
+def _rel(profile: Profile, path: Path) -> str:
+    try:
+        return str(path.relative_to(profile.root))
+    except ValueError:
+        return str(path)
+
+
+def placed(cfg: dict[str, Any], profile: Profile, stage: int, base_model: str | Path | None = None) -> dict[str, Any]:
+    """`cfg` with the path keys of `profile`'s layout (and stage 1's base_model, when given): how
+    the preflight and the tests write a stage config for a layout of their own (pure). The
+    pipeline runs that written file as it is, like the files in axolotl_configs/."""
     out = copy.deepcopy(cfg)
-    out["base_model"] = paths["base_model"]
-    # The tokenizer always comes with the model being trained (the merged model carries it too).
+    for key, value in layout_keys(profile, stage).items():
+        if key == "datasets[0].path":
+            out["datasets"] = [{**(out.get("datasets") or [{}])[0], "path": value}]
+        else:
+            out[key] = value
+    if base_model is not None:
+        out["base_model"] = str(base_model)
     if "tokenizer_config" in out:
-        out["tokenizer_config"] = paths["base_model"]
-    datasets = out.get("datasets") or [{"type": "alpaca"}]
-    if len(datasets) != 1:
-        raise TrainError(f"expected exactly one dataset entry in the stage config, got {len(datasets)}")
-    out["datasets"] = [{**datasets[0], "path": paths["dataset"], "ds_type": "json"}]
-    out["output_dir"] = paths["output_dir"]
-    out["dataset_prepared_path"] = paths["dataset_prepared_path"]
-    out["seed"] = int(seed)
-    if gpus > 1 and not out.get("deepspeed"):
-        out["deepspeed"] = DEEPSPEED_DEFAULT
+        out["tokenizer_config"] = out["base_model"]
     return out
 
 
-def dump_config(cfg: dict[str, Any]) -> str:
-    header = "# Resolved by training/axolotl_run.py: axolotl_configs/<profile>/ + paths and seed from profiles.yml.\n"
-    return header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True)
+def config_value(cfg: dict[str, Any], key: str) -> Any:
+    if key == "datasets[0].path":
+        datasets = cfg.get("datasets") or []
+        if len(datasets) != 1 or not isinstance(datasets[0], dict):
+            return None
+        return datasets[0].get("path")
+    return cfg.get(key)
 
 
-def resolved_path(profile: Profile, stage: int) -> Path:
-    return profile.out / "configs" / f"stage{stage}.yml"
+def layout_problems(profile: Profile, stage: int, cfg: dict[str, Any], config: Path) -> list[str]:
+    """Where the stage config's paths differ from the pipeline's (pure). Paths compare after
+    resolving against the profile's root, so `outputs/x` and `/repo/outputs/x` agree."""
+    problems = []
+    if len(cfg.get("datasets") or []) != 1:
+        problems.append(f"{config}: datasets: expected exactly one entry (prepare writes one file per stage)")
+    for key, want in layout_keys(profile, stage).items():
+        got = config_value(cfg, key)
+        if got is None or (profile.root / str(got)).resolve() != (profile.root / want).resolve():
+            problems.append(f"{config}: {key}: {got!r}, but the pipeline {'reads' if key != 'output_dir' else 'expects the stage output in'} {want}")
+    if "tokenizer_config" in cfg and str(cfg["tokenizer_config"]) != str(cfg.get("base_model")):
+        problems.append(f"{config}: tokenizer_config: {cfg['tokenizer_config']!r}: the tokenizer comes with the model "
+                        f"being trained (base_model {cfg.get('base_model')!r}); drop the key or make them equal")
+    return problems
+
+
+def stage_config(profile: Profile, stage: int, config_file: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The stage's YAML (the profile's, or `config_file`) and its contents, checked against the layout."""
+    path = config_file or profile.axolotl_config(stage)
+    try:
+        cfg = load_yaml(path, "Axolotl config")
+    except ConfigError as exc:
+        raise TrainError(str(exc)) from None
+    problems = layout_problems(profile, stage, cfg, path)
+    if problems:
+        raise TrainError("; ".join(problems))
+    return path, cfg
+
+
+def overrides(cfg: dict[str, Any], gpus: int = 1, resume_from: Path | None = None) -> list[str]:
+    """Axolotl's own command-line overrides for this run: the only run-time changes to the YAML."""
+    extra = []
+    if gpus > 1 and not cfg.get("deepspeed"):
+        extra.append(f"--deepspeed={DEEPSPEED_DEFAULT}")
+    if resume_from is not None:
+        extra.append(f"--resume_from_checkpoint={resume_from}")
+    return extra
 
 
 def check_plugins(cfg: dict[str, Any], config: Path) -> None:
@@ -107,18 +137,17 @@ def check_plugins(cfg: dict[str, Any], config: Path) -> None:
             raise TrainError(f"{config}: plugins: {name}: module {module or name!r} not importable")
 
 
-def check_inputs(profile: Profile, stage: int, paths: dict[str, str]) -> None:
-    data = Path(paths["dataset"])
+def check_inputs(profile: Profile, stage: int) -> None:
+    data = profile.stage_data(stage)
     if not data.is_file() or data.stat().st_size == 0:
         raise TrainError(f"{data}: training file missing or empty; make it with `make prepare PROFILE={profile.name}`")
-    base = paths["base_model"]
     if stage == 1:
-        looks_local = base.startswith("/") or profile.settings["base_model"].startswith("models/")
-        if looks_local and not (Path(base) / "config.json").is_file():
+        base = profile.base_model
+        if profile.base_model_is_local and not (Path(base) / "config.json").is_file():
             raise TrainError(f"{base}: base model missing; make it with `make model`")
-    elif not (Path(base) / "config.json").is_file():
+    elif not (profile.merged_dir / "config.json").is_file():
         raise TrainError(
-            f"{base}: merged stage-1 model missing; make it with `make train-stage1 PROFILE={profile.name}` "
+            f"{profile.merged_dir}: merged stage-1 model missing; make it with `make train-stage1 PROFILE={profile.name}` "
             f"(or `make merge PROFILE={profile.name}` if stage 1 finished)"
         )
 
@@ -163,41 +192,31 @@ def error_lines(lines: list[str]) -> str:
     return ""
 
 
-def write_resolved(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None = None) -> tuple[Path, dict]:
-    paths = stage_paths(profile, stage)
-    cfg = resolve_config(load_yaml(config_file or profile.axolotl_config(stage)), paths, profile.seed, gpus)
-    path = resolved_path(profile, stage)
-    atomic_write_text(path, dump_config(cfg))
-    return path, cfg
-
-
 def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None = None) -> Path:
-    """Run one Axolotl training stage; returns its output dir."""
+    """Run one Axolotl training stage on its YAML as it is; returns its output dir."""
     profile.apply_env()
-    path, cfg = write_resolved(profile, stage, gpus, config_file)
-    check_plugins(cfg, config_file or profile.axolotl_config(stage))
-    check_inputs(profile, stage, stage_paths(profile, stage))
-    out = Path(cfg["output_dir"])
+    path, cfg = stage_config(profile, stage, config_file)
+    check_plugins(cfg, path)
+    check_inputs(profile, stage)
+    out = profile.stage1_dir if stage == 1 else profile.stage2_dir
     out.mkdir(parents=True, exist_ok=True)
     # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
-    last = resume.resume_point(out, resume.run_key(path, Path(cfg["datasets"][0]["path"]), cfg["base_model"]))
+    base = profile.base_model if stage == 1 else str(profile.merged_dir)
+    last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base))
     if last is not None:
         print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
-    extra = [f"--resume_from_checkpoint={last}"] if last is not None else []
-    seconds = run(command("axolotl.cli.train", path, gpus, extra), profile.root)
+    seconds = run(command("axolotl.cli.train", path, gpus, overrides(cfg, gpus, last)), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage == 2:
-        ensure_final_checkpoint(out, Path(cfg["base_model"]))
+        ensure_final_checkpoint(out, profile.merged_dir)
     resume.finish(out)
     return out
 
 
-def merge(profile: Profile) -> Path:
+def merge(profile: Profile, config_file: Path | None = None) -> Path:
     """Merge the stage-1 LoRA into its base with Axolotl's merge-lora (-> stage1/merged)."""
     profile.apply_env()
-    path = resolved_path(profile, 1)
-    if not path.is_file():
-        path, _ = write_resolved(profile, 1)
+    path, _ = stage_config(profile, 1, config_file)
     if not (profile.stage1_dir / "adapter_config.json").is_file():
         raise TrainError(f"{profile.stage1_dir}: no LoRA adapter; run `make train-stage1 PROFILE={profile.name}` first")
     seconds = run(command("axolotl.cli.merge_lora", path, extra=[f"--lora_model_dir={profile.stage1_dir}"]), profile.root)
@@ -238,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         train(profile, args.stage, args.gpus)
         if args.stage == 1 and not args.no_merge:
             merge(profile)
-    except TrainError as exc:
+    except ConfigError as exc:  # TrainError, or an unreadable config
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -186,12 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     profile.apply_env()
-    value = profile.settings["base_model"]
-    if not value.startswith("models/"):
+    value = profile.base_model_name
+    if not (profile.base_model_is_local and profile.settings.get("offline")):
         # Not an error: `make model` on a GPU machine with the official data resolves to competition.
-        print(f"profile {profile.name}: base_model {value!r} is a hub id, not an embedded model; nothing to build")
+        print(f"profile {profile.name}: base_model {value!r} is a hub id or your own model, not the embedded one; "
+              "nothing to build")
         return 0
-    target = profile.root / value
+    target = Path(profile.base_model)
     if is_complete(target) and not args.force:
         info = json.loads((target / BUILD_INFO).read_text(encoding="utf-8"))
         print(f"{target.relative_to(profile.root)} is complete; skipping (weights sha256 {info['weights_sha256']})")
