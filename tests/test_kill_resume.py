@@ -129,10 +129,12 @@ def test_kill_at_each_step_then_resume(tmp_path):
             assert st.get(interrupted) == "ok", (interrupted, st)  # the killed step is redone
             if interrupted.startswith("train-stage"):
                 assert f"stage {interrupted[-1]}: resuming from" in text  # from its checkpoint, not step 0
+        started = [s for s, v in st.items() if v == "started"]
         if killed:
-            assert st.get(step) == "started", (step, st)
+            # SIGKILL lands in `step`, or (a step that takes milliseconds, like validate) in the next one
+            assert len(started) == 1 and STEPS.index(started[0]) >= STEPS.index(step), (step, st)
         done |= {s for s, v in st.items() if v == "ok"}
-        interrupted = step if killed else None
+        interrupted = started[0] if killed else None
     assert done == set(STEPS)
     out, ref = root / "outputs" / "tiny", reference / "outputs" / "tiny"
     assert (out / "submission.json").read_bytes() == (ref / "submission.json").read_bytes()
