@@ -121,7 +121,9 @@ def test_kill_at_each_step_then_resume(tmp_path):
     root = make_root(tmp_path / "killed")
     done: set[str] = set()
     interrupted = None
-    for step in [*STEPS, None]:
+    nxt = 0  # the index of the next step to kill in; past the end: a run left to finish
+    while True:
+        step = STEPS[nxt] if nxt < len(STEPS) else None
         text, killed = reproduce(root, kill_at=step)
         st = status(text)
         assert all(st.get(s) == "skipped" for s in done), (step, st)  # finished steps are not redone
@@ -129,12 +131,14 @@ def test_kill_at_each_step_then_resume(tmp_path):
             assert st.get(interrupted) == "ok", (interrupted, st)  # the killed step is redone
             if interrupted.startswith("train-stage"):
                 assert f"stage {interrupted[-1]}: resuming from" in text  # from its checkpoint, not step 0
-        started = [s for s, v in st.items() if v == "started"]
-        if killed:
-            # SIGKILL lands in `step`, or (a step that takes milliseconds, like validate) in the next one
-            assert len(started) == 1 and STEPS.index(started[0]) >= STEPS.index(step), (step, st)
         done |= {s for s, v in st.items() if v == "ok"}
-        interrupted = started[0] if killed else None
+        if not killed:
+            break
+        started = [s for s, v in st.items() if v == "started"]
+        # SIGKILL lands in `step`, or (a step that takes milliseconds, like validate) in the next one
+        assert len(started) == 1 and STEPS.index(started[0]) >= STEPS.index(step), (step, st)
+        interrupted = started[0]
+        nxt = STEPS.index(interrupted) + 1
     assert done == set(STEPS)
     out, ref = root / "outputs" / "tiny", reference / "outputs" / "tiny"
     assert (out / "submission.json").read_bytes() == (ref / "submission.json").read_bytes()
