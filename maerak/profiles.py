@@ -52,8 +52,8 @@ class Profile:
     @property
     def base_model(self) -> str:
         """A local folder as an absolute path; a hub id (competition) as it is written."""
-        value = self.base_model_name
-        return str(self.root / value) if self.base_model_is_local else value
+        value = self.base_model_name  # read once: each read parses the stage-1 YAML
+        return str(self.root / value) if is_local_model(value, self.root) else value
 
     @property
     def seed(self) -> int:

@@ -33,8 +33,7 @@ class PreflightError(Exception):
 
 
 def load_overrides(path: Path = OVERRIDES) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        return yaml.safe_load(fh)
+    return load_yaml(path, "preflight overrides file")
 
 
 def override_stage(cfg: dict[str, Any], overrides: dict[str, Any], stage: int) -> dict[str, Any]:
@@ -52,8 +51,8 @@ def data_dir(profile: Profile) -> tuple[str, str]:
     return "data/sample", f"the sample (no {profile.settings['data_dir']}/{{train,dev,test}}.json)"
 
 
-def preflight_profile(real: Profile, base_dir: Path, configs: Path, data: str, out: str = OUT) -> Profile:
-    """`real` with the tiny base, the overridden configs, the data chosen and outputs under `out`.
+def preflight_profile(real: Profile, configs: Path, data: str, out: str = OUT) -> Profile:
+    """`real` with the overridden configs (they name the tiny base), the data chosen and outputs under `out`.
     The name stays the real one, so the profile's own sources.yml settings apply."""
     settings = {**real.settings, "axolotl_configs": str(configs), "data_dir": data, "out": out, "offline": True}
     return Profile(name=real.name, settings=settings, root=real.root)
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     data, why = data_dir(real)
     print(f"data: {data} ({why})")
     out = real.root / args.out
-    profile = preflight_profile(real, out / "base", out / "axolotl_configs", data, args.out)
+    profile = preflight_profile(real, out / "axolotl_configs", data, args.out)
     profile.apply_env()  # offline: nothing is downloaded
 
     def configs() -> str:

@@ -47,6 +47,13 @@ def test_each_stage_yaml_is_the_file_axolotl_runs_and_holds_the_pipelines_paths(
     assert "base_model" not in profile.settings and "seed" not in profile.settings
 
 
+def test_no_stage_yaml_is_strict_so_axolotl_applies_the_command_line_overrides():
+    # axolotl/cli/config.py load_cfg: a `--key=value` whose key is not in the YAML is applied only
+    # when `strict` is unset; `--deepspeed=` and `--resume_from_checkpoint=` are such keys.
+    for path in sorted(CONFIGS.glob("*/stage*.yml")):
+        assert not _yaml(path).get("strict"), path
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_train_runs_the_yaml_as_it_is_with_only_axolotls_own_overrides(competition, stage, monkeypatch, tmp_path):
     ran = []

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maerak.files import ConfigError, load_yaml
+from maerak.files import ConfigError
 from maerak.profiles import Profile, resolve_profile
 from training import resume
 
@@ -102,12 +102,12 @@ def layout_problems(profile: Profile, stage: int, cfg: dict[str, Any], config: P
     return problems
 
 
-def stage_config(profile: Profile, stage: int, config_file: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The stage's YAML (the profile's, or `config_file`) and its contents, checked against the layout."""
-    path = config_file or profile.axolotl_config(stage)
+def stage_config(profile: Profile, stage: int) -> tuple[Path, dict[str, Any]]:
+    """The stage's YAML and its contents, checked against the layout."""
+    path = profile.axolotl_config(stage)
     try:
-        cfg = load_yaml(path, "Axolotl config")
-    except ConfigError as exc:
+        cfg = profile.stage_config(stage)
+    except ConfigError as exc:  # the preflight's steps catch TrainError
         raise TrainError(str(exc)) from None
     problems = layout_problems(profile, stage, cfg, path)
     if problems:
@@ -192,10 +192,10 @@ def error_lines(lines: list[str]) -> str:
     return ""
 
 
-def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None = None) -> Path:
+def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     """Run one Axolotl training stage on its YAML as it is; returns its output dir."""
     profile.apply_env()
-    path, cfg = stage_config(profile, stage, config_file)
+    path, cfg = stage_config(profile, stage)
     check_plugins(cfg, path)
     check_inputs(profile, stage)
     out = profile.stage1_dir if stage == 1 else profile.stage2_dir
@@ -213,10 +213,10 @@ def train(profile: Profile, stage: int, gpus: int = 1, config_file: Path | None 
     return out
 
 
-def merge(profile: Profile, config_file: Path | None = None) -> Path:
+def merge(profile: Profile) -> Path:
     """Merge the stage-1 LoRA into its base with Axolotl's merge-lora (-> stage1/merged)."""
     profile.apply_env()
-    path, _ = stage_config(profile, 1, config_file)
+    path, _ = stage_config(profile, 1)
     if not (profile.stage1_dir / "adapter_config.json").is_file():
         raise TrainError(f"{profile.stage1_dir}: no LoRA adapter; run `make train-stage1 PROFILE={profile.name}` first")
     seconds = run(command("axolotl.cli.merge_lora", path, extra=[f"--lora_model_dir={profile.stage1_dir}"]), profile.root)
