@@ -25,8 +25,11 @@ def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such {what}")
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a YAML mapping")
     return cfg

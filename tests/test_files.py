@@ -18,3 +18,22 @@ def test_missing_cache_reads_empty(tmp_path):
     assert read_keyed_jsonl(tmp_path / "none.jsonl") == {}
     append_jsonl(tmp_path / "sub" / "x.jsonl", [])
     assert not (tmp_path / "sub" / "x.jsonl").exists()
+
+
+def test_a_config_that_is_missing_broken_or_not_a_mapping_is_one_line_naming_the_file(tmp_path):
+    import pytest
+
+    from maerak.files import ConfigError, load_yaml
+
+    bad = {"missing.yml": None, "broken.yml": "a: [1, 2\n", "list.yml": "- 1\n", "latin1.yml": b"a: \xe9\n"}
+    for name, text in bad.items():
+        path = tmp_path / name
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        elif text is not None:
+            path.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as exc:
+            load_yaml(path, "stage config")
+        assert str(exc.value).startswith(f"{path}: ") and "\n" not in str(exc.value), name
+    (tmp_path / "ok.yml").write_text("a: 1\n", encoding="utf-8")
+    assert load_yaml(tmp_path / "ok.yml") == {"a": 1}
