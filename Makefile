@@ -22,7 +22,8 @@ FORCE_ARG := $(if $(FORCE),--force,)
 
 # The ./run.sh verbs, from their one table (pipeline/cli.py VERBS; standard library only, so it
 # reads before any environment exists). Each is a target: `make prepare PROFILE=competition`.
-VERBS := $(shell $(PYTHON) -m pipeline.cli --names 2>/dev/null || python3 -m pipeline.cli --names)
+CLI := $(shell command -v $(PYTHON) || echo python3) -m pipeline.cli
+VERBS := $(shell $(CLI) --names)
 # What some verbs take from make variables.
 ARGS_train-stage2 := --gpus $(GPUS)
 ARGS_reproduce := $(FORCE_ARG)
@@ -33,7 +34,7 @@ ARGS_preflight := $(if $(PROFILE),,--profile competition)
 
 help: ## list the verbs
 	@echo "verbs (./run.sh VERB, or make VERB):"
-	@$(PYTHON) -m pipeline.cli --help | sed -n '/^verbs:/,$$p' | tail -n +2
+	@$(CLI) --help | sed -n '/^verbs:/,$$p' | tail -n +2
 	@echo "make only:"
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PROFILE=sample|official-cpu|competition (default: auto), GPUS=N (train-stage2), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
