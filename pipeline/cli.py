@@ -40,8 +40,14 @@ VERBS: dict[str, Verb] = {
 
 def run_verb(verb: str, argv: list[str], verbs: dict[str, Verb] = VERBS) -> int:
     """Runs one verb in this process: its module's main with the verb's fixed arguments first."""
+    from maerak.errors import MaerakError
+
     spec = verbs[verb]
-    return int(importlib.import_module(spec.module).main([*spec.args, *argv]) or 0)
+    try:
+        return int(importlib.import_module(spec.module).main([*spec.args, *argv]) or 0)
+    except MaerakError as exc:
+        print(f"{verb}: {exc}", file=sys.stderr)
+        return 1
 
 
 def usage() -> str:
