@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.scoring import encode_request, model_fingerprint
+from maerak.errors import MaerakError
 from maerak.prompt import answer_token_ids
 from maerak.vllm_engine import load_llm
 
@@ -75,7 +76,7 @@ class VllmScorer:
         """Letter logits for every request, scored in prefix order; chunks of requests are
         appended to the cache one by one, so an interrupted run resumes."""
         if any(r.continuations for r in requests):
-            raise SystemExit("--backend vllm: options mode (scoring.mode: options) is scored by the transformers "
+            raise MaerakError("--backend vllm: options mode (scoring.mode: options) is scored by the transformers "
                              "backend only for now; run submit with --backend transformers")
         self.truncated = []
         encoded = [self.encode(r) for r in requests]

@@ -16,10 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from maerak.errors import ConfigError
+from maerak.files import load_yaml
 from maerak.prompt import has_final_consonant
 from maerak.schema import Item
+from maerak.typed import parse
 
 RULES_FILE = Path(__file__).resolve().parent / "cleaning.yml"
 HANGUL = "가-힣"
@@ -41,39 +42,64 @@ class Rules:
     placeholder_re: re.Pattern | None
 
 
+@dataclass(frozen=True)
+class RulesFile:
+    """maerak/cleaning.yml as written: each key's default stated here, once (maerak/typed.py checks it)."""
+
+    normalize: str = ""
+    placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
+    particles: tuple[tuple[str, ...], ...] = ()  # (after a final consonant, after a vowel) pairs
+    stopwords: tuple[str, ...] = ()
+    stopword_patterns: tuple[str, ...] = ()
+    keep_characters: str = r"[\w\s]"
+    collapse_punctuation: str = "!?,"
+    max_jamo_repeat: int = 0
+    fillers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(len(p) != 2 for p in self.particles):
+            raise ValueError("particles: expected pairs [after a final consonant, after a vowel]")
+        if not (self.keep_characters.startswith("[") and self.keep_characters.endswith("]")):
+            raise ValueError(f"keep_characters: must be a regex character class, got {self.keep_characters!r}")
+
+
 def load_rules(path: str | Path = RULES_FILE) -> Rules:
-    with open(path, encoding="utf-8") as fh:
-        return rules_from_dict(yaml.safe_load(fh))
+    return rules_from_dict(load_yaml(path, "cleaning rules"), path)
 
 
-def rules_from_dict(cfg: dict[str, Any]) -> Rules:
-    placeholders = {str(k): str(v) for k, v in (cfg.get("placeholders") or {}).items()}
-    particles = tuple(sorted(((str(a), str(b)) for a, b in cfg.get("particles") or []), key=lambda p: -max(map(len, p))))
-    keep = cfg.get("keep_characters") or r"[\w\s]"
-    if not (keep.startswith("[") and keep.endswith("]")):
-        raise ValueError(f"keep_characters must be a regex character class, got {keep!r}")
-    drop_chars = re.compile("[^" + keep[1:])
-    punct = "".join(re.escape(c) for c in cfg.get("collapse_punctuation", "!?,"))
+def rules_from_dict(cfg: dict[str, Any], file: str | Path = RULES_FILE) -> Rules:
+    f = parse(RulesFile, cfg, file)
+
+    def compile_(key: str, pattern: str) -> re.Pattern:
+        try:
+            return re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{file}: {key}: not a regular expression: {exc}") from None
+
+    placeholders = dict(f.placeholders)
+    particles = tuple(sorted(((a, b) for a, b in f.particles), key=lambda p: -max(map(len, p))))
+    drop_chars = compile_("keep_characters", "[^" + f.keep_characters[1:])
+    punct = "".join(re.escape(c) for c in f.collapse_punctuation)
     punct_runs = re.compile(f"([{punct}])\\1+|\\.{{2,}}|…+") if punct else re.compile(r"\.{2,}|…+")
-    max_jamo = int(cfg.get("max_jamo_repeat", 0) or 0)
+    max_jamo = f.max_jamo_repeat
     jamo_runs = re.compile(f"([ㄱ-ㅎㅏ-ㅣ])\\1{{{max_jamo},}}") if max_jamo > 0 else None
-    fillers = frozenset(str(f) for f in cfg.get("fillers") or [])
+    fillers = frozenset(f.fillers)
     filler_candidates = None
     if fillers:
-        alt = "|".join(re.escape(f) for f in sorted(fillers, key=len, reverse=True))
+        alt = "|".join(re.escape(w) for w in sorted(fillers, key=len, reverse=True))
         filler_candidates = re.compile(f"(?<!\\S)(?:{alt})(?=[\\s,]|\\.|$)")
     placeholder_re = None
     if placeholders:
         alt = "|".join(re.escape(p) for p in sorted(placeholders, key=len, reverse=True))
-        forms = sorted({f for pair in particles for f in pair}, key=len, reverse=True)
-        part = "|".join(re.escape(f) for f in forms)
+        forms = sorted({w for pair in particles for w in pair}, key=len, reverse=True)
+        part = "|".join(re.escape(w) for w in forms)
         placeholder_re = re.compile(f"({alt})(?![0-9A-Za-z])" + (f"(?:({part})(?![{HANGUL}]))?" if part else ""))
     return Rules(
-        normalize=str(cfg.get("normalize") or ""),
+        normalize=f.normalize,
         placeholders=placeholders,
         particles=particles,
-        stopwords=tuple(str(s) for s in cfg.get("stopwords") or []),
-        stopword_patterns=tuple(re.compile(p) for p in cfg.get("stopword_patterns") or []),
+        stopwords=f.stopwords,
+        stopword_patterns=tuple(compile_(f"stopword_patterns[{i}]", p) for i, p in enumerate(f.stopword_patterns)),
         drop_chars=drop_chars,
         punct_runs=punct_runs,
         jamo_runs=jamo_runs,

@@ -12,12 +12,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(SystemExit):
-    """A config file that cannot be used: the message (naming the file) on stderr, exit status 1."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
+from maerak.errors import ConfigError
 
 
 def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -33,6 +28,16 @@ def load_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a YAML mapping")
     return cfg
+
+
+def rel_path(path: str | Path, root: str | Path) -> str:
+    """`path` as messages, reports and the manifest write it: relative to `root` when inside it
+    (as written, else after resolving symlinks and ..), otherwise as given (a model elsewhere)."""
+    path, root = Path(path), Path(root)
+    for p, r in ((path, root), (path.resolve(), root.resolve())):
+        if p.is_relative_to(r):
+            return p.relative_to(r).as_posix()
+    return str(path)
 
 
 def _umask() -> int:

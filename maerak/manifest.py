@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from maerak.clean import RULES_FILE
-from maerak.files import atomic_write_json, sha256_file, sha256_tree
+from maerak.files import atomic_write_json, rel_path, sha256_file, sha256_tree
 from maerak.profiles import ROOT, SPLITS, Profile
 
 SCHEMA = 1
@@ -28,15 +28,8 @@ DEEPSPEED_DIR = "axolotl_configs/deepspeed"
 GROUPS = ("inputs", "base_model", "configs", "prepared", "checkpoint", "outputs")
 
 
-def _rel(profile: Profile, path: Path) -> str:
-    try:
-        return path.resolve().relative_to(profile.root.resolve()).as_posix()
-    except ValueError:
-        return str(path)  # outside the repository (a model elsewhere): kept absolute
-
-
 def file_entry(profile: Profile, group: str, path: Path) -> dict[str, Any]:
-    entry: dict[str, Any] = {"group": group, "path": _rel(profile, path)}
+    entry: dict[str, Any] = {"group": group, "path": rel_path(path, profile.root)}
     if path.is_file():
         entry["sha256"] = sha256_file(path)
         entry["bytes"] = path.stat().st_size
@@ -50,9 +43,9 @@ def tree_entries(profile: Profile, group: str, path: Path) -> list[dict[str, Any
     """One entry per file of a folder, each tagged with the folder (verify also flags files added to it)."""
     if not path.is_dir():
         entry = file_entry(profile, group, path)
-        entry["tree"] = _rel(profile, path)
+        entry["tree"] = rel_path(path, profile.root)
         return [entry]
-    tree = _rel(profile, path)
+    tree = rel_path(path, profile.root)
     out = []
     for rel, digest in sha256_tree(path).items():
         rel = Path(rel).as_posix()
@@ -89,7 +82,7 @@ def git_state(root: Path) -> dict[str, Any]:
 def submission_compare(profile: Profile) -> str:
     """How verify compares a re-run submission: bytes on the CPU float32 profile (scoring is
     bit-deterministic there), predicted labels on GPU profiles (bf16 kernels are not)."""
-    gpu = bool(profile.settings.get("needs_gpu")) or profile.scoring.get("dtype", "float32") != "float32"
+    gpu = profile.config.needs_gpu or profile.config.scoring.dtype != "float32"
     return "labels" if gpu else "bytes"
 
 
@@ -106,14 +99,13 @@ def collect_files(profile: Profile) -> list[dict[str, Any]]:
     for stage in (1, 2):
         files.append(file_entry(profile, "configs", profile.axolotl_config(stage)))
     files.append(file_entry(profile, "configs", profile.root / RULES_FILE.relative_to(ROOT)))  # both stages' cleaning rules
-    if "sources" in profile.settings:
-        files.append(file_entry(profile, "configs", profile.path("sources")))
+    files.append(file_entry(profile, "configs", profile.sources))
     ds_dir = profile.root / DEEPSPEED_DIR
     for path in sorted(ds_dir.glob("*.json")) if ds_dir.is_dir() else []:
         files.append(file_entry(profile, "configs", path))
     # Prepared training data.
-    for name in ("stage1.jsonl", "stage2.jsonl", "report.json"):
-        files.append(file_entry(profile, "prepared", profile.prepared / name))
+    for path in (profile.stage_data(1), profile.stage_data(2), profile.prepared / "report.json"):
+        files.append(file_entry(profile, "prepared", path))
     # The final checkpoint (stage 2): every file, so a changed weight or tokenizer byte shows.
     files += tree_entries(profile, "checkpoint", profile.stage2_dir)
     # What the checkpoint produced.
@@ -132,9 +124,9 @@ def build_manifest(profile: Profile, extra: dict | None = None) -> dict:
         "packages": package_versions(),
         "base_model": {"name": profile.base_model_name, "local": profile.base_model_is_local},
         "submit": {
-            "checkpoint": _rel(profile, profile.stage2_dir),
-            "input": _rel(profile, profile.split_file("test")),
-            "submission": _rel(profile, profile.submission),
+            "checkpoint": rel_path(profile.stage2_dir, profile.root),
+            "input": rel_path(profile.split_file("test"), profile.root),
+            "submission": rel_path(profile.submission, profile.root),
             "compare": submission_compare(profile),
             "scoring": profile.scoring,
         },

@@ -1,22 +1,32 @@
-"""Profiles and paths: the one place that says where each pipeline file lives."""
+"""Profiles and paths: the one place that says where each pipeline file lives.
+
+profiles.yml is read into typed settings (`ProfileSettings`, checked by maerak/typed.py: an
+unknown key, a wrong type or a bad value is one line naming the file, the profile and the key).
+The stage paths (each stage's output_dir, its training file, Axolotl's dataset cache, stage 2's
+base model) are stated once, in the stage YAMLs Axolotl runs as they are; `Profile` reads them
+from there (`StagePaths`) and checks only that they fit together.
+"""
 from __future__ import annotations
 
+import copy
 import os
 import random
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from maerak.errors import ConfigError
 from maerak.files import load_yaml
+from maerak.typed import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "profiles.yml"
 SPLITS = ("train", "dev", "test")
 RAW_DATA = Path("data/raw")  # where users put the official files; `auto_profile` looks there
-SOURCES_FILE = Path("preprocessing/sources.yml")  # a profile's data sources unless it names its own
 STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}  # per profile, in its axolotl_configs folder
+MERGED = "merged"  # Axolotl's merge-lora writes <stage-1 output_dir>/merged (axolotl/cli/merge_lora.py)
 
 
 def is_local_model(value: str, root: Path = ROOT) -> bool:
@@ -25,23 +35,94 @@ def is_local_model(value: str, root: Path = ROOT) -> bool:
 
 
 @dataclass(frozen=True)
+class Scoring:
+    batch_size: int = 4
+    max_length: int = 1024
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    tta: str = "none"     # an option-order set (maerak.prompt.ORDER_SETS)
+    mode: str = "letters"  # letters | options (maerak.prompt.MODES): the scorer and the training rows follow it
+
+    def __post_init__(self) -> None:
+        from maerak.prompt import MODES, ORDER_SETS
+
+        if self.mode not in MODES:
+            raise ValueError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.tta not in ORDER_SETS:
+            raise ValueError(f"tta: {self.tta!r} is not one of {', '.join(ORDER_SETS)}")
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """One profile of profiles.yml. Hyperparameters, the base model and the seed are not here:
+    they live in the stage YAMLs (axolotl_configs/<profile>/)."""
+
+    description: str = ""
+    data_dir: str | None = None          # the official-format train/dev/test files
+    axolotl_configs: str | None = None   # None: a data-only profile (prepare, no training)
+    sources: str = "preprocessing/sources.yml"
+    needs_gpu: bool = False
+    offline: bool = False                # no hub access at run time
+    out: str | None = None               # None: outputs/<profile>
+    scoring: Scoring = Scoring()
+    vllm: dict[str, Any] = field(default_factory=dict)  # engine settings for --backend vllm and the vLLM teacher
+
+
+@dataclass(frozen=True)
+class StagePaths:
+    """A stage's paths as its YAML states them, resolved against the repository root."""
+
+    config: Path
+    output_dir: Path
+    data: Path                 # datasets[0].path: the file prepare writes
+    dataset_prepared_path: Path
+    base_model: str            # as written (a hub id for the competition's stage 1)
+
+
+# A parsed stage YAML per (path, size, mtime): properties below read the YAMLs many times a run.
+_YAML_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
+def read_stage_yaml(path: Path) -> dict[str, Any]:
+    try:
+        st = path.stat()
+    except OSError:
+        return load_yaml(path, "Axolotl config")  # raises the one-line "no such" error
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _YAML_CACHE:
+        _YAML_CACHE[key] = load_yaml(path, "Axolotl config")
+    return copy.deepcopy(_YAML_CACHE[key])
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
-    settings: dict[str, Any]
+    settings: dict[str, Any]   # what profiles.yml says for this profile (checked into `config`)
     root: Path = ROOT
+    file: str = "profiles.yml"  # named in messages about the settings
+    config: ProfileSettings = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", parse(ProfileSettings, self.settings, self.file, self.name))
 
     def path(self, key: str) -> Path:
-        return self.root / self.settings[key]
+        value = getattr(self.config, key)
+        if value is None:
+            raise ConfigError(f"{self.file}: {self.name}.{key}: not set")
+        return self.root / value
+
+    @property
+    def has_stage_configs(self) -> bool:
+        return self.config.axolotl_configs is not None
 
     def stage_config(self, stage: int) -> dict[str, Any]:
         """The Axolotl YAML of a stage, as Axolotl runs it (axolotl_configs/<profile>/)."""
-        return load_yaml(self.axolotl_config(stage), "Axolotl config")
+        return read_stage_yaml(self.axolotl_config(stage))
 
     # The base model and the seed are written once, in the stage-1 YAML (Axolotl reads them there).
     @property
     def base_model_name(self) -> str:
         """Stage 1's base_model; "" for a profile with no stage configs (a data-only profile: no model)."""
-        if "axolotl_configs" not in self.settings:
+        if not self.has_stage_configs:
             return ""
         return str(self.stage_config(1)["base_model"])
 
@@ -61,64 +142,109 @@ class Profile:
 
     def apply_env(self) -> None:
         """Offline profiles never touch a hub (a closed network otherwise means minutes of retries)."""
-        if self.settings.get("offline"):
+        if self.config.offline:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
     @property
     def scoring(self) -> dict[str, Any]:
-        return dict(self.settings.get("scoring", {}))
+        """The scoring settings with every default filled in (the manifest records them)."""
+        s = self.config.scoring
+        return {"batch_size": s.batch_size, "max_length": s.max_length, "dtype": s.dtype, "tta": s.tta, "mode": s.mode}
 
     @property
     def scoring_mode(self) -> str:
         """letters (the answer letter's logit) or options (each option's log-likelihood): the
         scorer and the training rows prepare writes follow it."""
-        from maerak.prompt import MODES
-
-        mode = self.scoring.get("mode", "letters")
-        if mode not in MODES:
-            raise SystemExit(f"{PROFILES_FILE}: {self.name}: scoring.mode: {mode!r} is not one of {', '.join(MODES)}")
-        return mode
+        return self.config.scoring.mode
 
     @property
     def vllm(self) -> dict[str, Any]:
         """vLLM engine settings for scoring and distillation (e.g. tensor_parallel_size)."""
-        return dict(self.settings.get("vllm") or {})
+        return dict(self.config.vllm)
 
     @property
     def sources(self) -> Path:
-        return self.path("sources") if "sources" in self.settings else self.root / SOURCES_FILE
+        return self.path("sources")
 
     def split_file(self, split: str) -> Path:
         return self.path("data_dir") / f"{split}.json"
 
     def axolotl_config(self, stage: int) -> Path:
+        if stage not in STAGE_FILES:
+            raise ConfigError(f"unknown stage {stage!r}; expected 1 or 2")
         return self.path("axolotl_configs") / STAGE_FILES[stage]
 
+    def stage_paths(self, stage: int) -> StagePaths:
+        """The paths stage `stage`'s YAML states, checked to fit the pipeline: one dataset, every
+        output under the profile's `out` (so stamps, --force and the manifest see it), and stage 2
+        training the model stage 1's merge writes. A misfit is one line naming file and key."""
+        config = self.axolotl_config(stage)
+        cfg = self.stage_config(stage)
+
+        def value(key: str, got: Any) -> str:
+            if not isinstance(got, str) or not got:
+                raise ConfigError(f"{config}: {key}: {got!r}: expected a path")
+            return got
+
+        datasets = cfg.get("datasets")
+        if not isinstance(datasets, list) or len(datasets) != 1 or not isinstance(datasets[0], dict):
+            raise ConfigError(f"{config}: datasets: expected exactly one entry (prepare writes one file per stage)")
+        paths = StagePaths(config=config,
+                           output_dir=self.root / value("output_dir", cfg.get("output_dir")),
+                           data=self.root / value("datasets[0].path", datasets[0].get("path")),
+                           dataset_prepared_path=self.root / value("dataset_prepared_path", cfg.get("dataset_prepared_path")),
+                           base_model=value("base_model", cfg.get("base_model")))
+        out = self.out.resolve()
+        for key in ("output_dir", "data", "dataset_prepared_path"):
+            path = getattr(paths, key)
+            if out not in path.resolve().parents:
+                shown = "datasets[0].path" if key == "data" else key
+                raise ConfigError(f"{config}: {shown}: {str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)!r}"
+                                  f" is outside {self._shown(self.out)}/, where everything a run of profile "
+                                  f"{self.name!r} writes lives")
+        if stage == 2:
+            merged = self.stage_paths(1).output_dir / MERGED
+            if (self.root / paths.base_model).resolve() != merged.resolve():
+                raise ConfigError(f"{config}: base_model: {paths.base_model!r}, but stage 1's merge writes "
+                                  f"{self._shown(merged)} (its output_dir + /{MERGED})")
+        if "tokenizer_config" in cfg and str(cfg["tokenizer_config"]) != paths.base_model:
+            raise ConfigError(f"{config}: tokenizer_config: {cfg['tokenizer_config']!r}: the tokenizer comes with the model "
+                              f"being trained (base_model {paths.base_model!r}); drop the key or make them equal")
+        return paths
+
+    def _shown(self, path: Path) -> str:
+        return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else str(path)
+
     def stage_data(self, stage: int) -> Path:
-        return self.prepared / f"stage{stage}.jsonl"
+        """The training file of a stage (its YAML's datasets[0].path); a data-only profile, with
+        no stage YAMLs, keeps its files in `prepared/` (nothing trains on them)."""
+        if not self.has_stage_configs:
+            return self.prepared / f"stage{stage}.jsonl"
+        return self.stage_paths(stage).data
 
     # Everything a run writes lives under outputs/<profile>/ (the preflight moves it with `out`).
     @property
     def out(self) -> Path:
-        return self.root / self.settings.get("out", f"outputs/{self.name}")
+        return self.root / (self.config.out or f"outputs/{self.name}")
 
     @property
     def prepared(self) -> Path:
+        """prepare's report (the stage files go where the stage YAMLs read them)."""
         return self.out / "prepared"
 
     @property
     def stage1_dir(self) -> Path:
-        return self.out / "stage1"
+        return self.stage_paths(1).output_dir
 
     @property
     def merged_dir(self) -> Path:
-        return self.stage1_dir / "merged"  # where Axolotl's merge-lora writes: <stage-1 output_dir>/merged
+        return self.stage1_dir / MERGED
 
     @property
     def stage2_dir(self) -> Path:
-        return self.out / "stage2"
+        return self.stage_paths(2).output_dir
 
     @property
     def submission(self) -> Path:
@@ -138,13 +264,17 @@ class Profile:
 
 
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
-    return load_yaml(path, "profiles file")
+    """profiles.yml as written, every profile checked (a typo in one shows whichever runs)."""
+    profiles = load_yaml(path, "profiles file")
+    for name, settings in profiles.items():
+        parse(ProfileSettings, settings, path.name, str(name))
+    return profiles
 
 
 def get_profile(name: str, root: Path = ROOT) -> Profile:
     profiles = load_profiles(root / "profiles.yml")
     if name not in profiles:
-        raise SystemExit(f"unknown profile {name!r}; profiles.yml has: {', '.join(profiles)}")
+        raise ConfigError(f"unknown profile {name!r}; profiles.yml has: {', '.join(profiles)}")
     return Profile(name=name, settings=profiles[name], root=root)
 
 

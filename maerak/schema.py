@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maerak.errors import DataError  # defined with the other error types; the stages import it from here too
+
 CATEGORIES: tuple[str, ...] = ("원인", "후행사건", "전제", "동기", "반응")
 LABELS: tuple[str, ...] = ("inference_1", "inference_2", "inference_3")
 ERROR = "error"
@@ -58,12 +60,6 @@ def show_value(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-class DataError(Exception):
-    """Raised when a file has errors; carries every problem found, not just the first."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
 
 
 @dataclass(frozen=True)

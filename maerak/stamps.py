@@ -1,7 +1,8 @@
 """Content stamps: has a pipeline step already run on exactly these inputs, with its outputs intact?
 
 A stamp (outputs/<profile>/.stamps/<step>.json) is written only after a step succeeds.
-It holds a fingerprint of the step's inputs (file contents, plus the code version) and
+It holds a fingerprint of the step's inputs (file contents, plus the code the step runs:
+its verb's module and every project module that imports, transitively, `code_files`) and
 a listing of its outputs (path, size, mtime). A step is skipped when both still match:
 an interrupted step has no stamp, a changed input changes the fingerprint, and a
 half-rewritten or deleted output changes the listing.
@@ -19,7 +20,6 @@ from maerak.files import atomic_write_json, sha256_file
 # Files above this size (model weights) are fingerprinted by size and mtime, not hashed:
 # hashing 18 GB of a 9B checkpoint on every re-run would cost minutes.
 HASH_LIMIT = 16 << 20
-CODE_DIRS = ("maerak", "preprocessing", "training", "inference", "pipeline")
 # Logs, not results: Axolotl rewrites output_dir/debug.log on every command that names that
 # directory (the merge appends to stage 1's), which must not make stage 1 look changed.
 LOGS = ("debug.log",)
@@ -60,10 +60,18 @@ def fingerprint(paths: Iterable[Path], extra: Iterable[str] = ()) -> str:
     return h.hexdigest()
 
 
-def code_version(root: Path) -> str:
-    """The code that runs the steps: every .py and .yml of the four packages, and the lock file."""
-    files = [f for d in CODE_DIRS for f in sorted((root / d).rglob("*")) if f.suffix in (".py", ".yml")]
-    return fingerprint([*files, root / "requirements.lock"])
+def code_files(modules: Iterable[str], root: Path) -> tuple[Path, ...]:
+    """The source files a step runs: `modules` (its verb's, plus e.g. an Axolotl plugin its YAML
+    names) and every project module they import, read from the source (maerak/imports.py). A
+    docstring edit in inference/evaluate.py then redoes evaluate, not training."""
+    from maerak.imports import closure
+
+    return tuple(closure(tuple(modules), root))
+
+
+def environment_version(root: Path) -> str:
+    """The installed packages every step runs on (the lock file)."""
+    return fingerprint([root / "requirements.lock"])
 
 
 def stamp_path(state_dir: Path, step: str) -> Path:

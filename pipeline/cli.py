@@ -45,8 +45,9 @@ def run_verb(verb: str, argv: list[str], verbs: dict[str, Verb] = VERBS) -> int:
     spec = verbs[verb]
     try:
         return int(importlib.import_module(spec.module).main([*spec.args, *argv]) or 0)
-    except MaerakError as exc:
-        print(f"{verb}: {exc}", file=sys.stderr)
+    except MaerakError as exc:  # one line per problem (a DataError carries several)
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"{verb}: {line}", file=sys.stderr)
         return 1
 
 

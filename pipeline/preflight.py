@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from maerak.errors import DataError, EmptyStage, MaerakError, TrainError
 from maerak.files import atomic_write_json, load_yaml
 from maerak.profiles import ROOT, SPLITS, STAGE_FILES, Profile, get_profile
 
@@ -28,7 +29,7 @@ OVERRIDES = ROOT / "axolotl_configs" / "preflight.yml"
 OUT = "outputs/preflight"
 
 
-class PreflightError(Exception):
+class PreflightError(MaerakError):
     """A failed step: the message names the step and what was at fault."""
 
 
@@ -72,8 +73,6 @@ def suspect_keys(cfg: dict[str, Any], cause: str) -> list[str]:
 
 def stage_step(profile: Profile, stage: int, src: Path, run: Callable[[], Path]) -> Callable[[], str]:
     """A training/merge step whose failure also names the config keys the child's error points at."""
-    from training.axolotl_run import TrainError
-
     def step() -> str:
         try:
             return str(run())
@@ -113,9 +112,8 @@ def build_base(real: Profile, overrides: dict[str, Any], corpus_files: list[Path
 
 
 def step_prepare(profile: Profile, overrides: dict[str, Any]) -> str:
-    from maerak.schema import DataError
     from preprocessing.config import load_config
-    from preprocessing.prepare import EmptyStage, run
+    from preprocessing.prepare import run
 
     opts = overrides.get("prepare") or {}
     try:
@@ -151,15 +149,13 @@ def step_submit(profile: Profile, real: Profile, n_items: int) -> str:
 
 def run_steps(steps: list[tuple[str, Callable[[], str | None]]]) -> dict[str, float]:
     """Runs (name, fn) in order; the first failure is a PreflightError naming its step."""
-    from training.axolotl_run import TrainError
-
     timings: dict[str, float] = {}
     for i, (name, fn) in enumerate(steps, 1):
         print(f"\n=== preflight [{i}/{len(steps)}] {name}", flush=True)
         start = time.perf_counter()
         try:
             note = fn()
-        except (PreflightError, TrainError) as exc:
+        except MaerakError as exc:  # a PreflightError, TrainError, ConfigError...: its own one line
             raise PreflightError(f"step '{name}': {exc}") from exc
         except Exception as exc:  # an unexpected failure still names its step
             raise PreflightError(f"step '{name}': {type(exc).__name__}: {exc}") from exc

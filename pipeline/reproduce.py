@@ -22,7 +22,8 @@ from inference.submit import probs_path
 from maerak import stamps
 from maerak.clean import RULES_FILE
 from maerak.files import atomic_write_json
-from maerak.profiles import RAW_DATA, SPLITS, Profile, resolve_profile, seed_everything
+from maerak.imports import PACKAGES
+from maerak.profiles import RAW_DATA, ROOT, SPLITS, Profile, resolve_profile, seed_everything
 from pipeline.cli import VERBS, Verb, run_verb
 
 
@@ -37,44 +38,61 @@ class Step:
     outputs: tuple[Path, ...] = ()
     fresh: bool = False  # outputs removed before it runs (a half-written merge is never built upon)
     owned: bool = True   # False: outputs shared outside this run (the embedded model), never removed
+    code: tuple[Path, ...] = ()  # the source files it runs (stamps.code_files); fingerprinted with the inputs
+
+
+def plugin_modules(profile: Profile, stage: int) -> list[str]:
+    """Project modules a stage YAML names as Axolotl plugins: Axolotl imports them, we do not."""
+    names = [str(p).rpartition(".")[0] for p in profile.stage_config(stage).get("plugins") or []]
+    return [n for n in names if n.split(".")[0] in PACKAGES]
 
 
 def plan(profile: Profile) -> list[Step]:
-    """The steps for a profile with their inputs and outputs: data in, no side effects.
-    A step's inputs are files it reads, including the outputs of the steps before it."""
+    """The steps for a profile with their inputs, outputs and code: data in, no side effects.
+    A step's inputs are files it reads, including the outputs of the steps before it (paths
+    as the stage YAMLs state them), and the config files it reads."""
     p = ("--profile", profile.name)
+    root = profile.root
     splits = tuple(profile.split_file(s) for s in SPLITS)
     base = Path(profile.base_model)
-    conf = profile.root / "profiles.yml"
+    conf = root / "profiles.yml"
     stage_yml = (profile.axolotl_config(1), profile.axolotl_config(2))
+    data = (profile.stage_data(1), profile.stage_data(2))
+    rules = root / RULES_FILE.relative_to(ROOT)  # the cleaning rules: prepare and the scorer apply them
+
+    def code(verb: str, *extra: str) -> tuple[Path, ...]:
+        return stamps.code_files((VERBS[verb].module, *extra), root)
+
+    train = code("train-stage1", *plugin_modules(profile, 1))
     steps = []
-    if profile.settings.get("offline"):
-        steps.append(Step("model", "model", p, outputs=(base,), owned=False))
+    if profile.config.offline:
+        steps.append(Step("model", "model", p, inputs=(conf, stage_yml[0]), outputs=(base,), owned=False,
+                          code=code("model")))
     steps += [
-        Step("validate", "validate", p, inputs=splits),
+        Step("validate", "validate", p, inputs=(conf, *splits), code=code("validate")),
         Step("prepare", "prepare", p,
-             inputs=(conf, profile.path("data_dir"), profile.root / "data" / "external", profile.sources,
-                     RULES_FILE, profile.out / "magpie", *stage_yml, base),
-             outputs=(profile.prepared,)),
+             inputs=(conf, profile.path("data_dir"), root / "data" / "external", profile.sources,
+                     rules, profile.out / "magpie", *stage_yml, base),
+             outputs=(profile.prepared, *(d for d in data if profile.prepared not in d.parents)),
+             code=code("prepare")),
         Step("train-stage1", "train-stage1", ("--no-merge", *p),
-             inputs=(conf, profile.stage_data(1), stage_yml[0], base),
-             outputs=(profile.stage1_dir,)),
+             inputs=(conf, data[0], stage_yml[0], base), outputs=(profile.stage1_dir,), code=train),
         Step("merge", "merge", p,
              inputs=(conf, profile.stage1_dir / "adapter_config.json", profile.stage1_dir / "adapter_model.safetensors",
                      stage_yml[0], base),
-             outputs=(profile.merged_dir,), fresh=True),
+             outputs=(profile.merged_dir,), fresh=True, code=code("merge")),
         Step("train-stage2", "train-stage2", p,
-             inputs=(conf, profile.stage_data(2), stage_yml[1], profile.merged_dir),
-             outputs=(profile.stage2_dir,)),
-        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), profile.stage2_dir),
-             outputs=(profile.submission, probs_path(profile.submission))),
+             inputs=(conf, data[1], *stage_yml, profile.merged_dir), outputs=(profile.stage2_dir,),
+             code=code("train-stage2", *plugin_modules(profile, 2))),
+        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), rules, stage_yml[0], profile.stage2_dir),
+             outputs=(profile.submission, probs_path(profile.submission)), code=code("submit")),
         Step("predict-dev", "submit",
              (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
-             inputs=(conf, profile.split_file("dev"), profile.stage2_dir),
-             outputs=(profile.dev_predictions, probs_path(profile.dev_predictions))),
+             inputs=(conf, profile.split_file("dev"), rules, stage_yml[0], profile.stage2_dir),
+             outputs=(profile.dev_predictions, probs_path(profile.dev_predictions)), code=code("submit")),
         Step("evaluate", "evaluate", p,
-             inputs=(profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),
-             outputs=(profile.eval_dir,)),
+             inputs=(conf, profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),
+             outputs=(profile.eval_dir,), code=code("evaluate")),
     ]
     return steps
 
@@ -97,12 +115,13 @@ def remove(paths: tuple[Path, ...]) -> None:
 def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", force: bool = False,
               verbs: dict[str, Verb] = VERBS) -> dict[str, float]:
     """Runs steps in order; stops at the first failure with the step's name. With a state_dir, a step
-    whose stamp matches its inputs (and the code) and whose outputs are intact is skipped; FORCE redoes all."""
+    whose stamp matches its inputs (and its code, and `code`: the environment) and whose outputs are intact
+    is skipped; FORCE redoes all."""
     timings: dict[str, float] = {}
     for i, step in enumerate(steps, 1):
         exclude = nested_outputs(step, steps)
         verb = verbs[step.verb]
-        key = stamps.fingerprint(step.inputs, extra=[code, verb.module, *verb.args, *step.argv])
+        key = stamps.fingerprint((*step.inputs, *step.code), extra=[code, verb.module, *verb.args, *step.argv])
         head = f"\n=== [{i}/{len(steps)}] {step.name}"
         if state_dir is not None and not force and stamps.is_done(state_dir, step.name, key, step.outputs, exclude):
             print(f"{head}: skipped: done, and its inputs, code and outputs are unchanged (FORCE=1 redoes it)", flush=True)
@@ -132,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     profile, why = resolve_profile(args.profile, announce=False)
     name = profile.name
     print(f"maerak reproduce: profile '{name}' ({why})")
-    print(f"  {profile.settings.get('description', '')}")
+    print(f"  {profile.config.description}")
     if name == "sample":
         print("  this is the SAMPLE profile: synthetic data and the embedded 270M model; its accuracy says the")
         print(f"  pipeline works, not how well the competition recipe scores. Put the official files in {RAW_DATA}/")
@@ -143,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()
     seed_everything(profile.seed)
     total = time.perf_counter()
-    timings = run_steps(plan(profile), profile.out / ".stamps", stamps.code_version(profile.root), args.force)
+    timings = run_steps(plan(profile), profile.out / ".stamps", stamps.environment_version(profile.root), args.force)
     from maerak.manifest import write_manifest
 
     timings["total"] = round(time.perf_counter() - total, 1)

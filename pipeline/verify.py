@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from maerak.errors import MaerakError
 from maerak.files import sha256_file
 from maerak.profiles import Profile, resolve_profile
 
@@ -112,8 +113,11 @@ def rerun_submit(profile: Profile, manifest: dict, table: Table, submit: SubmitF
         print(f"verify: re-running submit {' '.join(argv)}", flush=True)
         try:
             rc = submit(argv)
-        except SystemExit as exc:  # argparse and data errors exit
+        except SystemExit as exc:  # argparse exits
             rc = exc.code if isinstance(exc.code, int) else 1
+        except MaerakError as exc:  # a config or data error: its line, and the mismatch below
+            print(f"verify: submit: {exc}", file=sys.stderr)
+            rc = 1
         if rc != 0 or not out.is_file():
             table.add(f"{item} ({mode})", _short(expected_sha), "(no output)", f"{MISMATCH}: submit exited {rc}")
             return

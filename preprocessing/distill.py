@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+from maerak.errors import ConfigError, MaerakError
 from maerak.files import append_jsonl, read_keyed_jsonl
 from maerak.prompt import render_input
 from maerak.schema import Item
@@ -86,7 +87,7 @@ def distill(items: Sequence[Item], teacher: Teacher, cache_path: Path, batch_siz
                 outputs = teacher.generate([prompts[it.id] for it in batch])
                 stats["teacher_calls"] += 1
                 if len(outputs) != len(batch):
-                    raise RuntimeError(f"teacher {teacher.name} returned {len(outputs)} outputs for {len(batch)} prompts")
+                    raise MaerakError(f"teacher {teacher.name} returned {len(outputs)} outputs for {len(batch)} prompts")
                 rows = [{"key": keys[it.id], "item_id": it.id, "teacher": teacher.name, "prompt_sha256": sha(prompts[it.id]), "text": out}
                         for it, out in zip(batch, outputs)]
                 cache.update((row["key"], row) for row in rows)
@@ -155,14 +156,14 @@ def load_teacher(path: str | Path, max_new_tokens: int = 64, backend: str = "aut
     """transformers, or vLLM when asked (`backend: vllm`) or with `auto` when `import vllm` works
     (vLLM runs in .venv-vllm, `make setup VLLM=1`)."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"distill teacher {path}: no such model directory (distill.teacher: a local model you bring; unset it to prepare without rationale rows)")
+        raise ConfigError(f"distill teacher {path}: no such model directory (distill.teacher: a local model you bring; unset it to prepare without rationale rows)")
     from maerak import vllm_engine
 
     if backend not in ("auto", "transformers", "vllm"):
-        raise ValueError(f"distill backend {backend!r}: expected auto, transformers or vllm")
+        raise ConfigError(f"distill backend {backend!r}: expected auto, transformers or vllm")
     if backend == "vllm" or (backend == "auto" and vllm_engine.available()):
         if not vllm_engine.available():
-            raise SystemExit("distill backend vllm: `import vllm` fails here; run from .venv-vllm (make setup VLLM=1)")
+            raise MaerakError("distill backend vllm: `import vllm` fails here; run from .venv-vllm (make setup VLLM=1)")
         return VLLMTeacher(path, max_new_tokens, tensor_parallel_size, **engine)
     return TransformersTeacher(path, max_new_tokens)
 
@@ -179,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile)
-    dcfg = cfg["distill"]
+    dcfg = cfg.distill
+    if not (args.teacher or dcfg.teacher):
+        raise ConfigError(f"{cfg.path}: distill.teacher: not set; give --teacher or set it to a local model directory")
     items, _ = load_items(profile.split_file("train"), require_labels=True)
     items = items[: args.limit] if args.limit else items
-    teacher = load_teacher(args.teacher or resolve(profile, dcfg["teacher"]), int(dcfg["max_new_tokens"]),
-                           dcfg.get("backend", "auto"), **profile.vllm)
-    rationales, stats = distill(items, teacher, profile.out / "cache" / "distill.jsonl", int(dcfg["batch_size"]), int(dcfg["max_chars"]))
+    teacher = load_teacher(args.teacher or resolve(profile, dcfg.teacher), dcfg.max_new_tokens, dcfg.backend, **profile.vllm)
+    rationales, stats = distill(items, teacher, profile.out / "cache" / "distill.jsonl", dcfg.batch_size, dcfg.max_chars)
     print(json.dumps(stats, ensure_ascii=False))
     for iid in list(rationales)[:3]:
         print(f"{iid}: {rationales[iid]}")

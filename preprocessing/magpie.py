@@ -12,13 +12,14 @@ outputs/<profile>/magpie/generated.jsonl; prepare runs it when magpie_generate.e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
 from maerak.files import atomic_write_jsonl
-from preprocessing.config import load_config, resolve
+from preprocessing.config import MagpieGenerate, load_config, resolve
 
 MARK = "\x00MAERAK_QUERY\x00"
 # Gemma's template, for tokenizers that carry no chat template (e.g. the tests' tiny model).
@@ -79,16 +80,16 @@ def generate(model_path: str | Path, count: int, max_instruction_tokens: int = 4
     return rows
 
 
-def run(model_path: str | Path, out_path: Path, cfg: dict, progress: bool = True) -> dict:
+def run(model_path: str | Path, out_path: Path, cfg: MagpieGenerate, progress: bool = True) -> dict:
     """Generate unless out_path already holds rows made with the same settings."""
     meta_path = out_path.with_suffix(".meta.json")
-    settings = {k: cfg.get(k) for k in ("count", "max_instruction_tokens", "max_response_tokens", "temperature", "seed")}
+    settings = {k: getattr(cfg, k) for k in ("count", "max_instruction_tokens", "max_response_tokens", "temperature", "seed")}
     settings["model"] = str(model_path)
     if out_path.exists() and meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")) == settings:
         return {"generated": 0, "reused": str(out_path)}
     start = time.perf_counter()
-    rows = generate(model_path, int(cfg["count"]), int(cfg["max_instruction_tokens"]), int(cfg["max_response_tokens"]),
-                    float(cfg["temperature"]), int(cfg["seed"]), progress)
+    rows = generate(model_path, cfg.count, cfg.max_instruction_tokens, cfg.max_response_tokens,
+                    cfg.temperature, cfg.seed, progress)
     atomic_write_jsonl(out_path, rows)
     meta_path.write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
     return {"generated": len(rows), "seconds": round(time.perf_counter() - start, 2), "file": str(out_path)}
@@ -106,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     profile = resolve_profile(args.profile)[0]
     profile.apply_env()
     cfg = load_config(profile)
-    mcfg = dict(cfg["magpie_generate"])
+    mcfg = cfg.magpie_generate
     if args.count:
-        mcfg["count"] = args.count
+        mcfg = dataclasses.replace(mcfg, count=args.count)
     out = args.out or profile.out / "magpie" / "generated.jsonl"
-    print(json.dumps(run(args.model or resolve(profile, mcfg["model"]), out, mcfg), ensure_ascii=False))
+    print(json.dumps(run(args.model or resolve(profile, mcfg.model), out, mcfg), ensure_ascii=False))
     return 0
 
 

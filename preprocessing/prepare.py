@@ -3,8 +3,9 @@ alpaca rows (+ option-order augmentation, + distilled rationales when a teacher 
 token lengths against each stage's sequence_len (preprocessing/lengths.py) -> stage1.jsonl,
 stage2.jsonl and report.json/report.md under outputs/<profile>/prepared/.
 
-Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`), read by
-preprocessing/config.py. Every input item is accounted for in the report. A bad file stops
+Sources, roles and switches: preprocessing/sources.yml (profiles.yml `sources:`), read and
+checked by preprocessing/config.py. The stage files go where the stage YAMLs read them
+(datasets[0].path). Every input item is accounted for in the report. A bad file stops
 the run with `FILE: ROW/ID: FIELD: problem` and exit 1, before anything is written.
 """
 from __future__ import annotations
@@ -21,36 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from maerak import clean
-from maerak.files import atomic_write_jsonl, sha256_file
+from maerak.errors import EmptyStage, MaerakError
+from maerak.files import atomic_write_jsonl, rel_path, sha256_file
 from maerak.profiles import Profile, resolve_profile
 from maerak.schema import DataError, Item, Problem, load_items
 from preprocessing import augment, dedup, distill, lengths, magpie
 from preprocessing.augment import TaggedRow
-from preprocessing.config import SourcesConfig, config_problem, load_config, placeholders, resolve
+from preprocessing.config import TASK_KINDS, SourcesConfig, config_problem, load_config, placeholders, resolve
 from preprocessing.report import Report, Step
 from preprocessing.sources import Loaded, Record, load_source, resolve_paths
-
-TASK_KINDS = ("official", "items")
-OVER_LENGTH = ("stop", "drop")
-ON_MISSING_TOKENIZER = ("skip", "stop")
 
 Records = dict[str, list[Record]]  # source name -> its records still in, in source order
 EvalItems = list[tuple[str, Item]]  # ("<file stem>:<id>", item) for every dev/test item
 
 
-class EmptyStage(Exception):
-    """A stage has no rows after every step (no task data?): there is nothing to train on."""
-
-    def __init__(self, stage: int):
-        self.stage = stage
-        super().__init__(f"stage {stage} has no rows (no task data?)")
-
-
 def rel(profile: Profile, path: Path) -> str:
-    try:
-        return str(Path(path).relative_to(profile.root))
-    except ValueError:
-        return str(path)
+    return rel_path(path, profile.root)
 
 
 # --- what a run will do (said in its first lines and in the report) -----------------------------
@@ -59,18 +46,18 @@ def distill_plan(profile: Profile, cfg: SourcesConfig, distill_on: bool | None,
                  teacher: distill.Teacher | None = None) -> tuple[bool, Path | None, str]:
     """(distill?, teacher directory to load, the line that says so). A teacher is a model the
     user brings: with none set, prepare goes on without rationale rows."""
-    dcfg = cfg.get("distill", {})
-    if not (dcfg.get("enabled") if distill_on is None else distill_on):
+    dcfg = cfg.distill
+    if not (dcfg.enabled if distill_on is None else distill_on):
         return False, None, "distillation: off (" + ("--no-distill" if distill_on is False else "distill.enabled is false") + ")"
     if teacher is not None:
         return True, None, f"distillation: on, teacher {teacher.name}"
     where = rel(profile, cfg.path)
-    if not dcfg.get("teacher"):
+    if not dcfg.teacher:
         if distill_on:
             raise config_problem(cfg, "distill.teacher", "--distill needs a teacher: set distill.teacher to a local model directory")
         return False, None, (f"distillation: OFF: no teacher (distill.teacher is not set in {where}; a teacher is a local "
                              "model you bring): no rationale rows")
-    path = resolve(profile, dcfg["teacher"])
+    path = resolve(profile, dcfg.teacher)
     if not path.exists():
         raise config_problem(cfg, "distill.teacher", f"{path}: no such model directory (put your teacher model there, "
                              "or unset distill.teacher to prepare without rationale rows)")
@@ -79,24 +66,18 @@ def distill_plan(profile: Profile, cfg: SourcesConfig, distill_on: bool | None,
 
 def lengths_plan(profile: Profile, cfg: SourcesConfig) -> tuple[Callable[[dict], int] | None, dict, str]:
     """(row length counter or None, token-length info for the report, the line that says so)."""
-    lcfg = cfg.get("lengths", {})
-    for key, allowed in (("on_missing_tokenizer", ON_MISSING_TOKENIZER), ("over_length", OVER_LENGTH)):
-        if lcfg.get(key, allowed[0]) not in allowed:
-            raise config_problem(cfg, f"lengths.{key}", f"{lcfg[key]!r}: expected one of {', '.join(allowed)}")
-    for spec in cfg["sources"]:
-        if spec.get("over_length", "stop") not in OVER_LENGTH:
-            raise config_problem(cfg, f"sources[{spec['name']}].over_length", f"{spec['over_length']!r}: expected stop or drop")
-    ref = lengths.tokenizer_ref(profile, lcfg.get("tokenizer", "{base_model}"))
+    lcfg = cfg.lengths  # its values were checked when the file was read (preprocessing/config.py)
+    ref = lengths.tokenizer_ref(profile, lcfg.tokenizer)
     tokenizer, why = lengths.load_tokenizer(ref)
     if tokenizer is None:
         where = rel(profile, cfg.path)
         line = (f"token lengths: NOT CHECKED: no tokenizer {ref} in local files or the Hugging Face cache ({why}); "
                 f"Axolotl will drop rows over sequence_len with only an INFO log line. Put the tokenizer there "
                 f"(for a hub id: `hf download {ref} --include 'tokenizer*'`) or set lengths.tokenizer in {where}")
-        if lcfg.get("on_missing_tokenizer", "skip") == "stop":
+        if lcfg.on_missing_tokenizer == "stop":
             raise config_problem(cfg, "lengths.tokenizer", line.split(": ", 1)[1] + " (lengths.on_missing_tokenizer: stop)")
         return None, {"checked": False, "tokenizer": ref, "reason": why}, line
-    if "axolotl_configs" not in profile.settings:
+    if not profile.has_stage_configs:
         raise config_problem(cfg, "axolotl_configs", f"profile {profile.name!r} names no axolotl_configs: no sequence_len to check rows against")
     limits = lengths.stage_limits(profile)
     for info in limits.values():
@@ -139,9 +120,9 @@ def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = 
         say(f"prepare: {line}")
 
     # 0. Magpie generation (a stage-1 source read below)
-    mcfg = cfg.get("magpie_generate", {})
-    if mcfg.get("enabled") if magpie_on is None else magpie_on:
-        extra["magpie_generate"] = magpie.run(resolve(profile, mcfg["model"]), profile.out / "magpie" / "generated.jsonl", mcfg, progress)
+    mcfg = cfg.magpie_generate
+    if mcfg.enabled if magpie_on is None else magpie_on:
+        extra["magpie_generate"] = magpie.run(resolve(profile, mcfg.model), profile.out / "magpie" / "generated.jsonl", mcfg, progress)
         timings["magpie_generate"] = round(time.perf_counter() - t0, 2)  # since the start, as before
 
     with _timed(timings, "load"):
@@ -171,7 +152,7 @@ def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = 
 
 def load(profile: Profile, cfg: SourcesConfig, report: Report) -> tuple[list[Loaded], Records]:
     """1. Every source, read and checked in full: a bad file stops the run before anything is written."""
-    loaded = [load_source(spec, profile.root, placeholders(profile), cfg) for spec in cfg["sources"]]
+    loaded = [load_source(spec, profile.root, placeholders(profile), cfg) for spec in cfg.sources]
     records: Records = {}
     for src in loaded:
         report.add_source(src.name, src.kind, src.stages, [{"path": rel(profile, f), "sha256": sha256_file(f)} for f in src.files])
@@ -186,7 +167,7 @@ def load_eval(profile: Profile, cfg: SourcesConfig) -> tuple[EvalItems, list[str
     """The dev/test items the contamination step compares against, and a line per file for the report."""
     eval_items: EvalItems = []
     eval_notes: list[str] = []
-    for path in resolve_paths(list(cfg.get("eval_files", [])), profile.root, placeholders(profile)):
+    for path in resolve_paths(list(cfg.eval_files), profile.root, placeholders(profile)):
         items, _ = load_items(path)
         eval_items += [(f"{path.stem}:{it.id}", it) for it in items]
         eval_notes.append(f"{rel(profile, path)}: {len(items)} items")
@@ -217,14 +198,14 @@ def clean_records(loaded: list[Loaded], records: Records, report: Report, rules:
 def dedup_records(loaded: list[Loaded], records: Records, report: Report, cfg: SourcesConfig, progress: bool) -> Records:
     """3. Near-duplicate removal: task examples among themselves, generic rows among themselves,
     in source order (official first), so the earlier copy is the one kept."""
-    dcfg = cfg.get("dedup", {})
-    k = int(dcfg.get("max_distance", 5))
+    dcfg = cfg.dedup
+    k = dcfg.max_distance
     out: Records = dict(records)
     for group in (TASK_KINDS, None):
         members = [s for s in loaded if (s.kind in TASK_KINDS) == (group is not None)]
         pool = [(s.name, r) for s in members for r in records[s.name]]
         drops: dict[int, str] = {}
-        if dcfg.get("enabled", True) and pool:
+        if dcfg.enabled and pool:
             parts = [dedup.item_parts(r.item) if r.item is not None else dedup.row_parts(r.row) for _, r in pool]
             fps = dedup.part_fingerprints(parts)
             bar = _progress(range(len(pool)), "dedup", len(pool), progress)
@@ -234,7 +215,7 @@ def dedup_records(loaded: list[Loaded], records: Records, report: Report, cfg: S
         steps: dict[str, Step] = {}
         for s in members:
             steps[s.name] = report.add_step(s.name, Step("dedup", len(records[s.name])))
-            if not dcfg.get("enabled", True):
+            if not dcfg.enabled:
                 steps[s.name].notes.append("dedup disabled in sources.yml")
         kept_by: Records = {s.name: [] for s in members}
         for i, (name, rec) in enumerate(pool):
@@ -252,9 +233,9 @@ def check_contamination(loaded: list[Loaded], records: Records, report: Report, 
                         eval_items: EvalItems, eval_notes: list[str], rules: clean.Rules) -> tuple[Records, dict]:
     """4. Task examples vs dev/test (cleaned the same way, for comparison only): every near-duplicate
     and shared conversation is reported; a source with `on_contamination: drop` loses its copies."""
-    k = int(cfg.get("dedup", {}).get("max_distance", 5))
+    k = cfg.dedup.max_distance
     cont: dict[str, Any] = {"eval_files": eval_notes, "near_duplicates": [], "shared_conversations": []}
-    eval_clean = [(eid, clean.clean_item(it, rules).item or it) for eid, it in eval_items]
+    eval_clean = list(zip([eid for eid, _ in eval_items], clean.model_view([it for _, it in eval_items], rules)))
     eval_fps = dedup.part_fingerprints([dedup.item_parts(it) for _, it in eval_clean])
     eval_convs: dict[str, list[str]] = {}
     for eid, it in eval_clean:
@@ -263,8 +244,7 @@ def check_contamination(loaded: list[Loaded], records: Records, report: Report, 
     for s in loaded:
         if s.kind not in TASK_KINDS:
             continue
-        spec = next(x for x in cfg["sources"] if x["name"] == s.name)
-        drop = spec.get("on_contamination", "keep") == "drop"
+        drop = cfg.source(s.name).on_contamination == "drop"
         recs = records[s.name]
         step = report.add_step(s.name, Step("contamination", len(recs)))
         hits: dict[int, list] = {}
@@ -296,15 +276,14 @@ def distill_rationales(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded
                        teacher: distill.Teacher | None, teacher_path: Path | None, progress: bool) -> tuple[dict[str, str], dict]:
     """5. A rationale per task item that reaches a distill stage (item id -> text), and the
     report's `distill` section. Records are not changed."""
-    dist_cfg = cfg.get("distill", {})
-    stages = set(int(x) for x in dist_cfg.get("stages", [2]))
+    dist_cfg = cfg.distill
+    stages = set(dist_cfg.stages)
     targets = [r.item for s in loaded if s.kind in TASK_KINDS and stages & set(s.stages) for r in records[s.name]]
     targets = list({it.id: it for it in targets}.values())
     if teacher is None:
-        teacher = distill.load_teacher(teacher_path, int(dist_cfg.get("max_new_tokens", 64)),
-                                       dist_cfg.get("backend", "auto"), **profile.vllm)
-    rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl",
-                                        int(dist_cfg.get("batch_size", 4)), int(dist_cfg.get("max_chars", 300)), progress)
+        teacher = distill.load_teacher(teacher_path, dist_cfg.max_new_tokens, dist_cfg.backend, **profile.vllm)
+    rationales, stats = distill.distill(targets, teacher, profile.out / "cache" / "distill.jsonl", dist_cfg.batch_size,
+                                        dist_cfg.max_chars, progress)
     stats["teacher"] = teacher.name
     stats["empty_rationales"] = [iid for iid, r in rationales.items() if not r]
     return rationales, {"status": "on", **stats}
@@ -313,9 +292,7 @@ def distill_rationales(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded
 def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], records: Records, report: Report,
                 rationales: dict[str, str], distill_enabled: bool) -> dict[int, list[TaggedRow]]:
     """6. Alpaca rows per stage, each with its source, id and order (for the length check)."""
-    acfg = cfg.get("augment", {})
-    dist_cfg = cfg.get("distill", {})
-    dist_stages = {int(x) for x in dist_cfg.get("stages", [2])} if distill_enabled else set()
+    dist_stages = set(cfg.distill.stages) if distill_enabled else set()
     stage_rows: dict[int, list[TaggedRow]] = {1: [], 2: []}
     mode = profile.scoring_mode  # letters: alpaca rows answering a letter; options: the correct option's text
     for s in loaded:
@@ -324,9 +301,9 @@ def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], reco
         for stage in s.stages:
             if s.kind in TASK_KINDS:
                 items = [r.item for r in recs]
-                rows = augment.tagged_task_rows(s.name, items, acfg.get(f"stage{stage}_orders", "none"), mode=mode)
+                rows = augment.tagged_task_rows(s.name, items, cfg.augment.orders(stage), mode=mode)
                 if stage in dist_stages:
-                    rows += augment.tagged_task_rows(s.name, items, dist_cfg.get("orders", "none"), rationales, mode)
+                    rows += augment.tagged_task_rows(s.name, items, cfg.distill.orders, rationales, mode)
             else:
                 rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows
@@ -337,19 +314,19 @@ def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], reco
 def write(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loaded], stage_rows: dict[int, list[TaggedRow]],
           extra: dict[str, Any], contamination: dict, timings: dict[str, float], t0: float) -> None:
     """8. Check, then write each stage file atomically and the report last. Raises EmptyStage,
-    or RuntimeError when the report does not add up, before writing anything."""
+    or MaerakError when the report does not add up (a bug here), before writing anything."""
     for stage in (1, 2):
         if not stage_rows[stage]:
             raise EmptyStage(stage)
     by_source = {n: {s.name: sum(r.source == s.name for r in stage_rows[n]) for s in loaded if n in s.stages} for n in (1, 2)}
-    files = {1: profile.prepared / "stage1.jsonl", 2: profile.prepared / "stage2.jsonl"}
+    files = {n: profile.stage_data(n) for n in (1, 2)}  # where the stage YAMLs read them
     extra["stages"] = {f"stage{n}": {"rows": len(stage_rows[n]), "by_source": by_source[n], "file": rel(profile, files[n])} for n in (1, 2)}
     extra["contamination"] = contamination
     extra["config"] = {"path": rel(profile, cfg.path), "sha256": hashlib.sha256(
-        json.dumps(dict(cfg), sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
+        json.dumps(cfg.digest_data(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
     problems = report.check()
     if problems:
-        raise RuntimeError("prepare report does not add up:\n" + "\n".join(problems))
+        raise MaerakError("prepare report does not add up:\n" + "\n".join(problems))
     for n in (1, 2):
         atomic_write_jsonl(files[n], [r.row for r in stage_rows[n]])
         extra["stages"][f"stage{n}"]["sha256"] = sha256_file(files[n])
@@ -370,8 +347,7 @@ def check_lengths(profile: Profile, cfg: SourcesConfig, report: Report, loaded: 
             n = len(records[s.name])
             report.add_step(s.name, Step("length", n, n, notes=["token lengths not checked: no tokenizer"]))
         return info
-    default = cfg.get("lengths", {}).get("over_length", "stop")
-    policy = {spec["name"]: spec.get("over_length", default) for spec in cfg["sources"]}
+    policy = {spec.name: cfg.over_length(spec) for spec in cfg.sources}
     where = {s.name: rel(profile, s.files[0]) if len(s.files) == 1 else s.name for s in loaded}
     over: list[dict] = []
     for n, rows in stage_rows.items():
@@ -441,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prepare: a stage has no rows (no task data?)", file=sys.stderr)
         print("prepare: stopped; nothing written", file=sys.stderr)
         return 1
-    except FileNotFoundError as exc:
+    except (MaerakError, FileNotFoundError) as exc:
         print(f"prepare: {exc}; nothing written", file=sys.stderr)
         return 1
     d = report.as_dict()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from maerak.schema import WARNING, DataError, Item, Problem, load_items, read_json
+from preprocessing.config import TASK_KINDS, Correction, Magpie, Source, SourcesConfig
 
 
 @dataclass
@@ -102,10 +103,10 @@ def jsonl_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     return rows
 
 
-def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None:
-    names_src = list(cfg["columns"]["source"])
-    names_dst = list(cfg["columns"]["corrected"])
-    instruction = cfg["instruction"]
+def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: Correction) -> None:
+    names_src = list(cfg.columns.source)
+    names_dst = list(cfg.columns.corrected)
+    instruction = cfg.instruction
     rows: list[tuple[int, dict]] = []
     text = _read_text(path)
     if not text.strip():
@@ -186,7 +187,7 @@ def _read_dataset(path: Path):
             raise _fail(path, "-", "file", f"unreadable as {path.suffix.lstrip('.') or 'data'}: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
-def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None:
+def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: Magpie) -> None:
     if path.suffix.lower() != ".parquet":
         text = _read_text(path)
         if not text.strip():
@@ -198,12 +199,12 @@ def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None
     if len(ds) == 0:
         raise _fail(path, "-", "file", "empty: no rows")
     cols = ds.column_names
-    ins_col = _pick(cols, list(cfg["columns"]["instruction"]))
-    res_col = _pick(cols, list(cfg["columns"]["response"]))
+    ins_col = _pick(cols, list(cfg.columns.instruction))
+    res_col = _pick(cols, list(cfg.columns.response))
     if "conversations" not in cols and (ins_col is None or res_col is None):
         raise _fail(path, "row 1", "columns", f"need `conversations` or instruction/response columns "
-                    f"({cfg['columns']['instruction']} / {cfg['columns']['response']}); the file has {cols}")
-    limit = cfg.get("max_rows")
+                    f"({list(cfg.columns.instruction)} / {list(cfg.columns.response)}); the file has {cols}")
+    limit = cfg.max_rows
     for n, obj in enumerate(ds, start=1):
         if limit is not None and n > int(limit):
             loaded.notes.append(f"{path.name}: read the first {limit} rows (magpie.max_rows)")
@@ -226,27 +227,25 @@ def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: dict) -> None
 
 # --- dispatch -------------------------------------------------------------------------------
 
-def load_source(spec: dict, root: Path, fmt: dict[str, str], cfg: dict) -> Loaded:
-    name, kind = spec["name"], spec["kind"]
-    loaded = Loaded(name=name, kind=kind, stages=tuple(int(s) for s in spec.get("stages", [])))
-    loaded.files = resolve_paths([str(p) for p in spec.get("paths", [])], root, fmt)
-    loaded.notes += [f"{f}: not read: source {name!r} reads only {', '.join(Path(p).name for p in spec.get('paths', []))}"
-                     for f in unread_files([str(p) for p in spec.get("paths", [])], root, fmt)]
+def load_source(spec: Source, root: Path, fmt: dict[str, str], cfg: SourcesConfig) -> Loaded:
+    name, kind, paths = spec.name, spec.kind, list(spec.paths)
+    loaded = Loaded(name=name, kind=kind, stages=spec.stages)
+    loaded.files = resolve_paths(paths, root, fmt)
+    loaded.notes += [f"{f}: not read: source {name!r} reads only {', '.join(Path(p).name for p in paths)}"
+                     for f in unread_files(paths, root, fmt)]
     if not loaded.files:
-        if spec.get("required"):
-            where = ", ".join(spec.get("paths", [])).format(**fmt)
-            dirs = [p for p in spec.get("paths", []) if (root / p.format(**fmt)).is_dir()]
+        if spec.required:
+            where = ", ".join(paths).format(**fmt)
+            dirs = [p for p in paths if (root / p.format(**fmt)).is_dir()]
             why = "is a directory, not a file" if dirs else "no such file"
             raise DataError([Problem(where, "-", "file", f"source {name!r}: {why}")])
-        loaded.notes.append(f"no files match {spec.get('paths')}: source skipped")
+        loaded.notes.append(f"no files match {paths}: source skipped")
         return loaded
     for path in loaded.files:
-        if kind in ("official", "items"):
+        if kind in TASK_KINDS:
             load_task_file(path, name, loaded)
         elif kind == "correction":
-            load_correction_file(path, name, loaded, cfg["correction"])
-        elif kind == "magpie":
-            load_magpie_file(path, name, loaded, cfg["magpie"])
-        else:
-            raise ValueError(f"sources.yml: source {name!r} has unknown kind {kind!r}")
+            load_correction_file(path, name, loaded, cfg.correction)
+        else:  # magpie (the kinds were checked when the config was read)
+            load_magpie_file(path, name, loaded, cfg.magpie)
     return loaded

@@ -57,7 +57,7 @@ def test_torn_cache_line_is_ignored(tmp_path, sample_dir):
 
 def test_prepare_adds_rationale_rows(tmp_path, sample_dir):
     shutil.copytree(sample_dir, tmp_path / "data")
-    profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
+    profile = Profile(name="t", settings={"data_dir": "data",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = config.load_config(profile)
     teacher = FakeTeacher()
@@ -81,7 +81,9 @@ def test_transformers_teacher_on_tiny_model(tiny_model_dir, tmp_path, sample_dir
 
 
 def test_missing_teacher_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such model directory"):
+    from maerak.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such model directory"):
         distill.load_teacher(tmp_path / "nope")
 
 
@@ -91,7 +93,7 @@ def test_magpie_generation_on_tiny_model_is_a_loadable_source(tiny_model_dir, tm
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert magpie.pre_query_template(tok) == "<bos><start_of_turn>user\n"
     out = tmp_path / "magpie" / "generated.jsonl"
-    cfg = {"count": 2, "max_instruction_tokens": 6, "max_response_tokens": 6, "temperature": 1.0, "seed": 1}
+    cfg = config.MagpieGenerate(count=2, max_instruction_tokens=6, max_response_tokens=6, temperature=1.0, seed=1)
     assert magpie.run(tiny_model_dir, out, cfg, progress=False)["generated"] == 2
     assert magpie.run(tiny_model_dir, out, cfg, progress=False)["generated"] == 0  # reused
     rows = read_jsonl(out)
@@ -99,7 +101,7 @@ def test_magpie_generation_on_tiny_model_is_a_loadable_source(tiny_model_dir, tm
     from preprocessing.sources import Loaded, load_magpie_file
 
     loaded = Loaded("g", "magpie", (1,))
-    load_magpie_file(out, "g", loaded, config.load_config(Profile("t", {"sources": str(ROOT / "preprocessing" / "sources.yml")}))["magpie"])
+    load_magpie_file(out, "g", loaded, config.load_config(Profile("t", {"sources": str(ROOT / "preprocessing" / "sources.yml")})).magpie)
     assert loaded.raw_count == 2 and len(loaded.records) + len(loaded.dropped) == 2
 
 

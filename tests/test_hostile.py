@@ -202,7 +202,7 @@ def test_prepare_refuses_a_hostile_train_file(sample_dir, tmp_path, monkeypatch,
     data.mkdir()
     for split in ("dev", "test"):
         (data / f"{split}.json").write_bytes((sample_dir / f"{split}.json").read_bytes())
-    profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
+    profile = Profile(name="t", settings={"data_dir": "data",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = config.load_config(profile)
     monkeypatch.setattr(prepare, "resolve_profile", lambda name: (profile, "test"))
@@ -315,7 +315,7 @@ def test_files_a_source_folder_does_not_read_are_reported(tmp_path, sample_dir):
     corr.mkdir(parents=True)
     (corr / "pairs.json").write_text('[{"source": "a", "corrected": "b"}]', encoding="utf-8")
     (corr / "notes.txt").write_text("hello", encoding="utf-8")
-    profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
+    profile = Profile(name="t", settings={"data_dir": "data",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = config.load_config(profile)
     prepare.run(profile, cfg, progress=False)

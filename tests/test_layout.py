@@ -2,44 +2,7 @@
 points (pipeline/). Read from the source (function-level imports too), so a hidden import counts."""
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-CORE, STAGES, ENTRY = "maerak", ("preprocessing", "training", "inference"), "pipeline"
-PACKAGES = (CORE, *STAGES, ENTRY)
-
-
-def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
-
-
-def project_imports(path: Path) -> set[str]:
-    """Every project module `path` imports, anywhere in the file (`from pkg import mod` names the module)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            # `from pkg import mod` imports the module; `from pkg.mod import name` imports pkg.mod
-            subs = [f"{node.module}.{a.name}" for a in node.names if module_path(f"{node.module}.{a.name}")]
-            names = subs or [node.module]
-        else:
-            continue
-        found |= {n for n in names if n.split(".")[0] in PACKAGES and module_path(n) is not None}
-    return {module_name(module_path(n)) for n in found} - {module_name(path)}
-
-
-def module_path(name: str) -> Path | None:
-    base = ROOT.joinpath(*name.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def graph() -> dict[str, set[str]]:
-    return {module_name(p): project_imports(p) for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))}
+from maerak.imports import CORE, STAGES, graph
 
 
 def test_the_core_imports_no_stage_and_no_entry_point():

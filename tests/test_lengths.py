@@ -43,7 +43,7 @@ def quirky(tmp_path, fixtures_dir, sample_dir, tiny_model_dir):
                     sources=str(ROOT / "preprocessing" / "sources.yml"))
     profile = Profile(name="competition", settings=settings, root=tmp_path)
     cfg = config.load_config(profile)
-    cfg["lengths"]["tokenizer"] = str(tiny_model_dir)
+    cfg = cfg.with_settings({"lengths": {"tokenizer": str(tiny_model_dir)}})
     return profile, cfg
 
 
@@ -72,12 +72,12 @@ def test_no_teacher_quirky_files_write_stages_and_report_every_item_and_outlier(
     from transformers import AutoTokenizer
 
     profile, cfg = quirky
-    assert cfg["distill"]["enabled"] and not cfg["distill"]["teacher"]  # the competition setting
+    assert cfg.distill.enabled and not cfg.distill.teacher  # the competition setting
     counts = axolotl_lengths(AutoTokenizer.from_pretrained(tiny_model_dir), all_items(profile))
     assert len(set(counts.values())) > 1
     limit = sorted(counts.values())[len(counts) // 2]          # some rows over, some not
     write_stage_configs(profile.root, 4096, limit)
-    cfg["lengths"]["over_length"] = "drop"
+    cfg = cfg.with_settings({"lengths": {"over_length": "drop"}})
     said: list[str] = []
     d = prepare.run(profile, cfg, progress=False, say=said.append).as_dict()
 
@@ -146,7 +146,7 @@ def test_our_over_length_rows_are_exactly_the_rows_axolotl_drops(quirky, tiny_mo
     counts = axolotl_lengths(tok, all_items(profile))
     limit = sorted(counts.values())[len(counts) // 2]
     write_stage_configs(profile.root, 4096, 4096)
-    cfg["lengths"]["over_length"] = "drop"
+    cfg = cfg.with_settings({"lengths": {"over_length": "drop"}})
     prepare.run(profile, cfg, progress=False, say=lambda s: None)
     every = read_jsonl(profile.prepared / "stage2.jsonl")
     write_stage_configs(profile.root, 4096, limit)
@@ -161,14 +161,14 @@ def test_our_over_length_rows_are_exactly_the_rows_axolotl_drops(quirky, tiny_mo
 def test_missing_tokenizer_is_said_first_or_stops_per_setting(quirky, tmp_path):
     profile, cfg = quirky
     write_stage_configs(profile.root, 4096, 4096)
-    cfg["lengths"]["tokenizer"] = str(tmp_path / "no-such-tokenizer")
+    cfg = cfg.with_settings({"lengths": {"tokenizer": str(tmp_path / "no-such-tokenizer")}})
     said: list[str] = []
     d = prepare.run(profile, cfg, progress=False, say=said.append).as_dict()
     assert "token lengths: NOT CHECKED" in said[1] and "no-such-tokenizer" in said[1]
     assert d["token_lengths"]["checked"] is False
     assert "Not checked" in (profile.prepared / "report.md").read_text(encoding="utf-8")
     shutil.rmtree(profile.prepared)
-    cfg["lengths"]["on_missing_tokenizer"] = "stop"
+    cfg = cfg.with_settings({"lengths": {"on_missing_tokenizer": "stop"}})
     with pytest.raises(DataError, match="lengths.tokenizer"):
         prepare.run(profile, cfg, progress=False, say=said.append)
     assert not profile.prepared.exists()
@@ -180,7 +180,7 @@ def test_teacher_set_but_absent_or_distill_forced_without_one_is_a_clear_error(q
     with pytest.raises(DataError) as exc:
         prepare.run(profile, cfg, distill_on=True, progress=False, say=lambda s: None)
     assert "distill.teacher" in str(exc.value) and "--distill needs a teacher" in str(exc.value)
-    cfg["distill"]["teacher"] = "models/teacher"
+    cfg = cfg.with_settings({"distill": {"teacher": "models/teacher"}})
     with pytest.raises(DataError) as exc:
         prepare.run(profile, cfg, progress=False, say=lambda s: None)
     assert "distill.teacher" in str(exc.value) and "no such model directory" in str(exc.value)

@@ -21,7 +21,7 @@ def env(tmp_path, sample_dir):
     data = tmp_path / "data"
     shutil.copytree(sample_dir, data)
     (tmp_path / "data" / "external").mkdir()
-    profile = Profile(name="t", settings={"data_dir": "data", "base_model": "models/none",
+    profile = Profile(name="t", settings={"data_dir": "data",
                                          "sources": str(ROOT / "preprocessing" / "sources.yml")}, root=tmp_path)
     cfg = config.load_config(profile)
     return profile, cfg
@@ -157,9 +157,10 @@ def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):
 
 
 def test_missing_sources_config_is_a_clear_error(tmp_path):
+    from maerak.errors import ConfigError
     from maerak.profiles import get_profile
     from preprocessing.config import load_config
 
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(ConfigError) as exc:
         load_config(get_profile("sample"), tmp_path / "nope.yml")
     assert "nope.yml: -: file: no such sources config" in str(exc.value)

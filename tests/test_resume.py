@@ -179,3 +179,39 @@ def test_competition_and_sample_stages_checkpoint_with_optimizer_states():
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
         assert cfg["save_strategy"] == "steps" and int(cfg["save_steps"]) > 0, path
         assert cfg["save_only_model"] is False, path  # an exact resume needs the optimizer and RNG states
+
+
+def test_each_step_is_fingerprinted_by_the_code_it_runs(tmp_path):
+    """A docstring edit in inference/evaluate.py redoes evaluate only; an edit in a module that
+    training imports redoes training too; the plugin a stage YAML names counts for training."""
+    import shutil
+
+    from maerak.profiles import ROOT, Profile, get_profile
+    from pipeline.reproduce import plan
+
+    for name in ("maerak", "preprocessing", "training", "inference", "pipeline", "axolotl_configs"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("profiles.yml", "requirements.lock"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    profile = Profile("sample", get_profile("sample").settings, root=tmp_path)
+
+    def keys() -> dict[str, str]:
+        return {s.name: stamps.fingerprint(s.code) for s in plan(profile)}
+
+    def edit(rel: str) -> None:
+        path = tmp_path / rel
+        path.write_text('"""edited."""\n' + path.read_text(encoding="utf-8"), encoding="utf-8")
+
+    steps = {s.name: s for s in plan(profile)}
+    assert tmp_path / "training" / "answer_loss.py" in steps["train-stage2"].code  # named in the YAML only
+    assert tmp_path / "inference" / "evaluate.py" not in steps["train-stage1"].code
+    before = keys()
+    edit("inference/evaluate.py")
+    after = keys()
+    assert {n for n in before if before[n] != after[n]} == {"evaluate"}
+    edit("training/answer_loss.py")
+    changed = {n for n, k in keys().items() if k != after[n]}
+    assert changed == {"train-stage1", "train-stage2"}
+    before = keys()
+    edit("maerak/errors.py")  # imported by every step
+    assert all(k != before[n] for n, k in keys().items())

@@ -1,4 +1,4 @@
-"""Training stages: the stage YAMLs run as they are (their paths checked against the pipeline's layout, only Axolotl's
+"""Training stages: the stage YAMLs run as they are (the pipeline reads its paths from them, only Axolotl's
 own overrides added) and an end-to-end Axolotl run on a tiny Gemma-3 (stage 1 QLoRA 4-bit -> merge -> stage 2 full fine-tune) on CPU."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maerak.errors import ConfigError
 from maerak.files import atomic_write_jsonl
 from maerak.profiles import ROOT, Profile, get_profile
 from tests.conftest import write_stage_configs
@@ -40,7 +41,11 @@ def test_each_stage_yaml_is_the_file_axolotl_runs_and_holds_the_pipelines_paths(
     profile = get_profile(name)
     for stage in (1, 2):
         path, cfg = ar.stage_config(profile, stage)
-        assert path == profile.axolotl_config(stage) and ar.layout_problems(profile, stage, cfg, path) == []
+        assert path == profile.axolotl_config(stage)
+        # the pipeline's paths are the YAML's own: output_dir, datasets[0].path, stage 2 from stage 1's merge
+        assert profile.stage_paths(stage).output_dir == ROOT / cfg["output_dir"] == profile.out / f"stage{stage}"
+        assert profile.stage_data(stage) == ROOT / cfg["datasets"][0]["path"]
+    assert ROOT / _yaml(profile.axolotl_config(2))["base_model"] == profile.merged_dir == profile.stage1_dir / "merged"
     # the base model and the seed are written once: stage 1's YAML (stage 2 starts from stage 1's merge)
     assert profile.base_model_name == _yaml(profile.axolotl_config(1))["base_model"]
     assert profile.seed == _yaml(profile.axolotl_config(1))["seed"] == _yaml(profile.axolotl_config(2))["seed"]
@@ -62,7 +67,7 @@ def test_train_runs_the_yaml_as_it_is_with_only_axolotls_own_overrides(competiti
     monkeypatch.setattr(ar, "ensure_final_checkpoint", lambda *a: None)
     profile = Profile(name="competition", settings={**competition.settings, "out": str(tmp_path / "out")}, root=ROOT)
     before = competition.axolotl_config(stage).read_bytes()
-    with pytest.raises(ar.TrainError, match="output_dir"):  # the YAML writes outputs/competition/, not this layout
+    with pytest.raises(ConfigError, match="output_dir: 'outputs/competition/stage.' is outside"):  # not under this `out`
         ar.train(profile, stage)
     ar.train(competition, stage, gpus=2)
     cmd, cwd = ran[-1]
@@ -77,7 +82,6 @@ def test_placed_configs_change_only_the_path_keys(competition, tmp_path):
     for stage in (1, 2):
         raw = competition.stage_config(stage)
         cfg = ar.placed(raw, other, stage, base_model="models/tiny" if stage == 1 else None)
-        assert ar.layout_problems(other, stage, cfg, Path("x.yml")) == []
         assert cfg["output_dir"] == f"outputs/elsewhere/stage{stage}"
         assert cfg["base_model"] == ("models/tiny" if stage == 1 else "outputs/elsewhere/stage1/merged")
         assert cfg["datasets"] == [{**raw["datasets"][0], "path": f"outputs/elsewhere/prepared/stage{stage}.jsonl"}]
@@ -85,13 +89,37 @@ def test_placed_configs_change_only_the_path_keys(competition, tmp_path):
         assert raw == competition.stage_config(stage)
 
 
-def test_a_stage_yaml_whose_paths_disagree_with_the_pipeline_is_refused(tmp_path):
+@pytest.mark.parametrize("stage, old, new, says", [
+    (2, "output_dir: outputs/sample/stage2", "output_dir: elsewhere", r"stage2_full.yml: output_dir: 'elsewhere' is outside outputs/sample/"),
+    (2, "base_model: outputs/sample/stage1/merged", "base_model: outputs/sample/stage1",
+     r"stage2_full.yml: base_model: 'outputs/sample/stage1', but stage 1's merge writes outputs/sample/stage1/merged"),
+    (1, "output_dir: outputs/sample/stage1", "output_dir: outputs/sample/s1",
+     r"stage2_full.yml: base_model: 'outputs/sample/stage1/merged', but stage 1's merge writes outputs/sample/s1/merged"),
+    (1, "  - path: outputs/sample/prepared/stage1.jsonl", "  - path: 3", r"stage1_qlora.yml: datasets\[0\].path: 3: expected a path"),
+])
+def test_a_stage_yaml_whose_paths_do_not_fit_together_is_one_line_naming_file_and_key(tmp_path, stage, old, new, says):
     profile = _copy_configs(tmp_path)
-    path = profile.axolotl_config(2)
-    path.write_text(path.read_text(encoding="utf-8").replace("output_dir: outputs/sample/stage2", "output_dir: elsewhere"),
-                    encoding="utf-8")
-    with pytest.raises(ar.TrainError, match=r"stage2_full.yml: output_dir: 'elsewhere'"):
+    path = profile.axolotl_config(stage)
+    assert old in path.read_text(encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    with pytest.raises(ConfigError, match=says):
         ar.stage_config(profile, 2)
+
+
+def test_moving_a_stage_output_in_its_yaml_moves_it_for_the_whole_pipeline(tmp_path):
+    """Stated once: the pipeline follows the YAML (prepare's file, the training check, reproduce's plan)."""
+    from pipeline.reproduce import plan
+
+    profile = _copy_configs(tmp_path)
+    for stage in (1, 2):
+        path = profile.axolotl_config(stage)
+        path.write_text(path.read_text(encoding="utf-8").replace("outputs/sample/prepared/", "outputs/sample/data/")
+                        .replace("outputs/sample/stage1", "outputs/sample/lora"), encoding="utf-8")
+    assert profile.stage_data(2) == tmp_path / "outputs/sample/data/stage2.jsonl"
+    assert profile.merged_dir == tmp_path / "outputs/sample/lora/merged"
+    steps = {s.name: s for s in plan(profile)}
+    assert profile.stage_data(1) in steps["prepare"].outputs and profile.stage_data(2) in steps["train-stage2"].inputs
+    assert steps["merge"].outputs == (tmp_path / "outputs/sample/lora/merged",)
 
 
 def test_several_gpus_add_zero3_unless_the_yaml_names_deepspeed(competition):

@@ -18,6 +18,7 @@ from maerak.files import atomic_write_json, dumps_json
 from maerak.manifest import build_manifest, write_manifest
 from maerak.profiles import Profile
 from pipeline.verify import main as verify_main
+from tests.conftest import write_stage_configs
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
 
@@ -57,11 +58,11 @@ def make_tree(root: Path, needs_gpu: bool = False) -> Profile:
     (root / "models" / "tiny" / "model.safetensors").write_bytes(bytes(range(256)) * 4)
     cfg = root / "axolotl_configs" / "sample"
     cfg.mkdir(parents=True)
-    (cfg / "stage1_qlora.yml").write_text("base_model: models/tiny\nseed: 42\nadapter: qlora\nlora_r: 16\nlearning_rate: 2.0e-5\n")
-    (cfg / "stage2_full.yml").write_text("micro_batch_size: 3\nlearning_rate: 2.0e-5\n")
     (root / "preprocessing").mkdir()
     (root / "preprocessing" / "sources.yml").write_text("official: {path: data/sample}\n")
     profile = Profile(name="sample", settings=settings, root=root)
+    write_stage_configs(profile, {"base_model": "models/tiny", "seed": 42, "adapter": "qlora", "lora_r": 16,
+                                  "learning_rate": 2.0e-5}, {"micro_batch_size": 3, "learning_rate": 2.0e-5})
     profile.prepared.mkdir(parents=True)
     (profile.prepared / "stage1.jsonl").write_text('{"instruction": "x", "output": "A"}\n')
     (profile.prepared / "stage2.jsonl").write_text('{"instruction": "y", "output": "B"}\n')
@@ -114,7 +115,8 @@ def test_manifest_records_hashes_versions_and_run(profile):
     assert m["packages"]["python"].count(".") == 2
     assert m["submit"] == {"checkpoint": "outputs/sample/stage2", "input": "data/sample/test.json",
                            "submission": "outputs/sample/submission.json", "compare": "bytes",
-                           "scoring": {"dtype": "float32", "tta": "none"}}
+                           "scoring": {"batch_size": 4, "max_length": 1024, "dtype": "float32", "tta": "none",
+                                       "mode": "letters"}}  # every default filled in: what the run scored with
     assert set(m["git"]) == {"commit", "dirty", "source"}
     # The stage YAMLs are the files Axolotl ran: no resolved copies beside them.
     assert not any(f["path"].startswith("outputs/sample/configs/") for f in m["files"])
@@ -123,17 +125,16 @@ def test_manifest_records_hashes_versions_and_run(profile):
 
 
 def test_missing_optional_files_are_recorded_not_fatal(tmp_path):
-    (tmp_path / "axolotl_configs" / "competition").mkdir(parents=True)
-    (tmp_path / "axolotl_configs" / "competition" / "stage1_qlora.yml").write_text("base_model: google/gemma-2-9b-it\n")
     profile = Profile(name="sample", settings={"data_dir": "data/raw",
                                                "axolotl_configs": "axolotl_configs/competition",
                                                "needs_gpu": True, "scoring": {"dtype": "bfloat16"}}, root=tmp_path)
+    write_stage_configs(profile, {"base_model": "google/gemma-2-9b-it"}, {})
     m = build_manifest(profile, extra={"dev_accuracy": 0.5})
     assert m["dev_accuracy"] == 0.5
     assert m["base_model"] == {"name": "google/gemma-2-9b-it", "local": False}
     assert m["submit"]["compare"] == "labels"
     assert all(f.get("missing") and f["sha256"] is None for f in m["files"]
-               if f["path"] != "axolotl_configs/competition/stage1_qlora.yml")
+               if not f["path"].startswith("axolotl_configs/competition/stage"))
     assert any(f["path"] == "outputs/sample/stage2" for f in m["files"])
 
 

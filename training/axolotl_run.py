@@ -1,16 +1,16 @@
 """`./run.sh train --stage 1|2 [--profile P] [--gpus N]` and `./run.sh merge [--profile P]`.
 
 The YAML in axolotl_configs/<profile>/ is the file Axolotl runs, as it is (hyperparameters,
-the base model, the seed and the paths all live there); this module never rewrites it. It
-checks that the file's paths are the ones the pipeline reads and writes (`layout_keys`, from
-maerak/profiles.py), then runs Axolotl's CLI on it in a subprocess from the repository root.
+the base model, the seed and the paths all live there); this module never rewrites it. The
+pipeline reads each stage's paths from it (`Profile.stage_paths`, maerak/profiles.py, which
+checks they fit together), then runs Axolotl's CLI on it in a subprocess from the repository root.
 Only what truly varies per run goes on Axolotl's command line as its own overrides:
 `--resume_from_checkpoint=` (an interrupted run), `--deepspeed=` (several GPUs),
 `--lora_model_dir=` (the merge).
 
-    stage 1: base_model (the profile's base), data prepared/stage1.jsonl, out stage1/
-             then merge-lora -> stage1/merged (unless --no-merge)
-    stage 2: base_model stage1/merged,        data prepared/stage2.jsonl, out stage2/
+    stage 1: base_model (the profile's base), datasets[0].path, output_dir (e.g. stage1/)
+             then merge-lora -> <stage-1 output_dir>/merged (unless --no-merge)
+    stage 2: base_model <stage-1 output_dir>/merged, its own datasets[0].path and output_dir
 """
 from __future__ import annotations
 
@@ -26,50 +26,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maerak.files import ConfigError
-from maerak.profiles import Profile, resolve_profile
+from maerak.errors import MaerakError, TrainError
+from maerak.files import rel_path
+from maerak.profiles import MERGED, Profile, resolve_profile
 from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `training.answer_loss` (a plugin in the YAMLs) imports from
 
 
-class TrainError(ConfigError):
-    """A user-facing failure: message on stderr, exit status 1."""
-
-
-def layout_keys(profile: Profile, stage: int) -> dict[str, Any]:
-    """The path keys a stage config must hold for the pipeline's layout (outputs/<profile>/...),
-    relative to the profile's root as the YAMLs write them. Stage 1's base_model is the YAML's own."""
-    if stage not in (1, 2):
-        raise TrainError(f"unknown stage {stage!r}; expected 1 or 2")
-    keys: dict[str, Any] = {
-        "output_dir": profile.stage1_dir if stage == 1 else profile.stage2_dir,
-        "datasets[0].path": profile.stage_data(stage),
-        "dataset_prepared_path": profile.out / "axolotl_cache" / f"stage{stage}",
-    }
-    if stage == 2:
-        keys["base_model"] = profile.merged_dir
-    return {k: _rel(profile, v) for k, v in keys.items()}
-
-
-def _rel(profile: Profile, path: Path) -> str:
-    try:
-        return str(path.relative_to(profile.root))
-    except ValueError:
-        return str(path)
-
-
 def placed(cfg: dict[str, Any], profile: Profile, stage: int, base_model: str | Path | None = None) -> dict[str, Any]:
-    """`cfg` with the path keys of `profile`'s layout (and stage 1's base_model, when given): how
-    the preflight and the tests write a stage config for a layout of their own (pure). The
-    pipeline runs that written file as it is, like the files in axolotl_configs/."""
+    """`cfg` with its path keys moved under `profile.out` (and stage 1's base_model, when given):
+    how the preflight and the tests write a stage config for a layout of their own (pure). The
+    pipeline then reads those paths from the written file, as from the files in axolotl_configs/."""
     out = copy.deepcopy(cfg)
-    for key, value in layout_keys(profile, stage).items():
-        if key == "datasets[0].path":
-            out["datasets"] = [{**(out.get("datasets") or [{}])[0], "path": value}]
-        else:
-            out[key] = value
+    where = rel_path(profile.out, profile.root)  # as the YAMLs write paths: relative to the root
+    out["output_dir"] = f"{where}/stage{stage}"
+    out["datasets"] = [{**(out.get("datasets") or [{}])[0], "path": f"{where}/prepared/stage{stage}.jsonl"}]
+    out["dataset_prepared_path"] = f"{where}/axolotl_cache/stage{stage}"
+    if stage == 2:
+        out["base_model"] = f"{where}/stage1/{MERGED}"
     if base_model is not None:
         out["base_model"] = str(base_model)
     if "tokenizer_config" in out:
@@ -77,42 +53,10 @@ def placed(cfg: dict[str, Any], profile: Profile, stage: int, base_model: str | 
     return out
 
 
-def config_value(cfg: dict[str, Any], key: str) -> Any:
-    if key == "datasets[0].path":
-        datasets = cfg.get("datasets") or []
-        if len(datasets) != 1 or not isinstance(datasets[0], dict):
-            return None
-        return datasets[0].get("path")
-    return cfg.get(key)
-
-
-def layout_problems(profile: Profile, stage: int, cfg: dict[str, Any], config: Path) -> list[str]:
-    """Where the stage config's paths differ from the pipeline's (pure). Paths compare after
-    resolving against the profile's root, so `outputs/x` and `/repo/outputs/x` agree."""
-    problems = []
-    if len(cfg.get("datasets") or []) != 1:
-        problems.append(f"{config}: datasets: expected exactly one entry (prepare writes one file per stage)")
-    for key, want in layout_keys(profile, stage).items():
-        got = config_value(cfg, key)
-        if got is None or (profile.root / str(got)).resolve() != (profile.root / want).resolve():
-            problems.append(f"{config}: {key}: {got!r}, but the pipeline {'reads' if key != 'output_dir' else 'expects the stage output in'} {want}")
-    if "tokenizer_config" in cfg and str(cfg["tokenizer_config"]) != str(cfg.get("base_model")):
-        problems.append(f"{config}: tokenizer_config: {cfg['tokenizer_config']!r}: the tokenizer comes with the model "
-                        f"being trained (base_model {cfg.get('base_model')!r}); drop the key or make them equal")
-    return problems
-
-
 def stage_config(profile: Profile, stage: int) -> tuple[Path, dict[str, Any]]:
-    """The stage's YAML and its contents, checked against the layout."""
-    path = profile.axolotl_config(stage)
-    try:
-        cfg = profile.stage_config(stage)
-    except ConfigError as exc:  # the preflight's steps catch TrainError
-        raise TrainError(str(exc)) from None
-    problems = layout_problems(profile, stage, cfg, path)
-    if problems:
-        raise TrainError("; ".join(problems))
-    return path, cfg
+    """The stage's YAML and its contents; its paths checked to fit together (`Profile.stage_paths`)."""
+    paths = profile.stage_paths(stage)
+    return paths.config, profile.stage_config(stage)
 
 
 def overrides(cfg: dict[str, Any], gpus: int = 1, resume_from: Path | None = None) -> list[str]:
@@ -257,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         train(profile, args.stage, args.gpus)
         if args.stage == 1 and not args.no_merge:
             merge(profile)
-    except ConfigError as exc:  # TrainError, or an unreadable config
+    except MaerakError as exc:  # TrainError, or an unreadable config
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

