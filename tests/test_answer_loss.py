@@ -184,3 +184,56 @@ def test_a_model_without_logits_to_keep_is_refused():
 def test_every_stage_yaml_switches_it_on(path: Path):
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert "training.answer_loss.AnswerLossPlugin" in cfg.get("plugins", [])
+
+
+# --- through the trainer production runs: Axolotl's ---------------------------------------------
+
+def axolotl_trainer(model, tmp_path: Path, grad_accum: int = 2):
+    from axolotl.core.trainers.base import AxolotlTrainer
+    from axolotl.core.training_args import AxolotlTrainingArguments
+
+    args = AxolotlTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, report_to=[],
+                                    gradient_accumulation_steps=grad_accum, use_cpu=True, save_strategy="no")
+    return AxolotlTrainer(model=model, args=args)
+
+
+@pytest.mark.parametrize("peft", [False, True], ids=["full", "lora"])
+def test_under_axolotls_trainer_each_micro_batch_loss_is_its_own_mean(tmp_path, peft):
+    """Axolotl 0.19 (axolotl/core/trainers/base.py, AxolotlTrainer.__init__) sets
+    model_accepts_loss_kwargs False when the inner forward has no `num_items_in_batch` parameter,
+    which holds for Gemma with or without the plugin: the trainer never passes it, each
+    micro-batch's loss is the mean over its own trained tokens, and transformers divides it by the
+    accumulation steps. The plugin's loss and gradients match the standard path on that path too."""
+    base = tiny("gemma3")
+    standard, answer = copy.deepcopy(base), copy.deepcopy(base)
+    if peft:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, init_lora_weights=False)
+        standard = get_peft_model(standard, lora)
+        answer = get_peft_model(answer, lora)
+        answer.load_state_dict(standard.state_dict())
+    enable(answer)
+    batch = padded_batch()
+    results = []
+    for model in (standard, answer):
+        trainer = axolotl_trainer(model, tmp_path / str(len(results)))
+        assert trainer.model_accepts_loss_kwargs is False
+        seen: list[dict] = []
+        inner = model.get_base_model() if peft else model
+        forward = inner.forward
+        inner.forward = lambda *a, _f=forward, _s=seen, **kw: _s.append(dict(kw)) or _f(*a, **kw)
+        model.train()
+        model.zero_grad(set_to_none=True)
+        trainer.current_gradient_accumulation_steps = 2  # set by the training loop in a real run
+        # what the training loop passes: the token count of the whole accumulated batch
+        loss = trainer.training_step(model, dict(batch), num_items_in_batch=torch.tensor(11))
+        inner.forward = forward
+        assert seen and all("num_items_in_batch" not in kw for kw in seen)
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+        with torch.no_grad():
+            own_mean = model(**batch).loss
+        # the logged loss is the micro-batch mean over its own 4 trained tokens, / 2 accumulation steps
+        assert torch.allclose(loss, own_mean / 2, rtol=1e-5)
+        results.append((loss, grads))
+    assert_same(*results)
