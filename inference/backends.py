@@ -1,7 +1,8 @@
 """The scorer a verb asks for: `Scorer` (transformers) or `VllmScorer` (vLLM), one factory.
 
-Both take token-id requests from `inference.scoring` and return letter logits in the same
-cache format, so everything after scoring is backend-blind.
+Both compute one primitive, the log-likelihood of each continuation after a context, for the
+`maerak.modes.Request`s of either mode, into the same cache format, so everything after
+scoring is backend-blind.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from inference.scoring import Scorer
 from inference.vllm_backend import VllmScorer
 from maerak import vllm_engine
+from maerak.errors import MaerakError
 
 
 def make_scorer(model_dir: str | Path, backend: str = "transformers", **kwargs):
@@ -18,7 +20,7 @@ def make_scorer(model_dir: str | Path, backend: str = "transformers", **kwargs):
     dropped for transformers."""
     if backend == "vllm" or (backend == "auto" and vllm_engine.available()):
         if not vllm_engine.available():
-            raise SystemExit("--backend vllm: `import vllm` fails in this environment; "
+            raise MaerakError("--backend vllm: `import vllm` fails in this environment; "
                              "install it with `make setup VLLM=1` and run from .venv-vllm (inference/README.md)")
         return VllmScorer(model_dir, **kwargs)
     for key in VLLM_ONLY:

@@ -74,7 +74,7 @@ class Profile:
     def scoring_mode(self) -> str:
         """letters (the answer letter's logit) or options (each option's log-likelihood): the
         scorer and the training rows prepare writes follow it."""
-        from maerak.prompt import MODES
+        from maerak.modes import MODES
 
         mode = self.scoring.get("mode", "letters")
         if mode not in MODES:
