@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from maerak.prompt import render_prompt  # noqa: E402
+from maerak.prompt import answer_token_ids, render_prompt  # noqa: E402
 from maerak.schema import load_items  # noqa: E402
 
 
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from inference.scoring import Scorer, build_requests
+    from inference.scoring import Scorer
+    from maerak.modes import LETTERS_MODE
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return vllm_rows(args, items)
     scorer = Scorer(args.model, dtype=args.dtype, batch_size=args.batch_size, max_length=1024)
     model, tok = scorer.model, scorer.tokenizer
-    reqs = build_requests(items, [(0, 1, 2)])
+    reqs = LETTERS_MODE.requests(items, [(0, 1, 2)])
     prompts = [render_prompt(it) for it in items]
     n_tokens = [len(tok(x)["input_ids"]) for x in prompts]
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
 
     # (b) full logits, batch 1
-    letter_ids = scorer.letter_ids
+    letter_ids = answer_token_ids(tok)
 
     def full():
         with torch.inference_mode():
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     encoded = [scorer.encode(r) for r in reqs]
     batches = []
-    for idx in buckets([len(e) for e in encoded], args.batch_size):
-        rows = [encoded[i] for i in idx]
+    for idx in buckets([len(e.context) for e in encoded], args.batch_size):
+        rows = [list(encoded[i].context) for i in idx]
         w = max(map(len, rows))
         ids = torch.full((len(rows), w), scorer.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), w), dtype=torch.long)
@@ -165,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def vllm_rows(args, items) -> int:
     """(e)-(h): vLLM without TTA, TTA-6 with and without prefix caching, transformers for the same work."""
-    from inference.scoring import Scorer, build_requests, item_probs, orders_for
+    from inference.scoring import Scorer, item_probs
     from inference.vllm_backend import VllmScorer
+    from maerak.modes import LETTERS_MODE
 
-    one, six = build_requests(items, orders_for("none")), build_requests(items, orders_for("all"))
+    one, six = (LETTERS_MODE.requests(items, LETTERS_MODE.orders(tta)) for tta in ("none", "all"))
     rows: dict[str, dict] = {}
 
     def run(key, method, scorer, reqs):

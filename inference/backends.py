@@ -1,7 +1,8 @@
 """The scorer a verb asks for: `Scorer` (transformers) or `VllmScorer` (vLLM), one factory.
 
-Both take token-id requests from `inference.scoring` and return letter logits in the same
-cache format, so everything after scoring is backend-blind.
+Both compute one primitive, the log-likelihood of each continuation after a context, for the
+`maerak.modes.Request`s of either mode, into the same cache format, so everything after
+scoring is backend-blind.
 """
 from __future__ import annotations
 

@@ -126,14 +126,27 @@ def read_predictions(path: Path) -> dict[str, str]:
 
 
 def read_probs(pred_path: Path) -> dict[str, list[float]] | None:
-    path = pred_path.with_name(pred_path.stem + ".probs.json")
-    if not path.exists():
+    data = _probs_file(pred_path)
+    if data is None:
         return None
-    data = read_json(path)
+    path = pred_path.with_name(pred_path.stem + ".probs.json")
     try:
         return {r["id"]: [float(x) for x in r["probs"]] for r in data.get("items", [])}
     except (AttributeError, KeyError, TypeError, ValueError):
         raise DataError([Problem(str(path), "-", "items", "not a probabilities file written by submit")]) from None
+
+
+def _probs_file(pred_path: Path) -> Any:
+    path = pred_path.with_name(pred_path.stem + ".probs.json")
+    return read_json(path) if path.exists() else None
+
+
+def read_scoring(pred_path: Path) -> dict[str, Any] | None:
+    """How submit scored the predictions (mode, tta, ensemble: its .probs.json), for the report."""
+    data = _probs_file(pred_path)
+    if not isinstance(data, dict) or "mode" not in data:
+        return None
+    return {k: data[k] for k in ("mode", "tta", "ensemble") if k in data}
 
 
 def _fmt(x: float | None) -> str:
@@ -218,7 +231,9 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[str]:
 
 def render_report(metrics: dict[str, Any], pred_path: str, gold_path: str, plots: Sequence[str],
                   agree: dict[str, Any] | None = None, pred2_path: str | None = None) -> str:
-    lines = ["# Evaluation report", "", f"- predictions: `{pred_path}`", f"- gold: `{gold_path}`", "",
+    scored = metrics.get("scoring")
+    how = ["- scored: " + ", ".join(f"{k} {v}" for k, v in scored.items())] if scored else []
+    lines = ["# Evaluation report", "", f"- predictions: `{pred_path}`", f"- gold: `{gold_path}`", *how, "",
              f"**Accuracy: {_fmt(metrics['accuracy'])}** ({metrics['correct']}/{metrics['n']})", "",
              "| category | n | correct | accuracy |", "|---|---:|---:|---:|"]
     for c, v in metrics["per_category"].items():
@@ -302,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 1
     metrics = compute_metrics(pred, gold, probs)
+    if (scored := read_scoring(pred_path)) is not None:
+        metrics["scoring"] = scored
     agree = agreement(pred, pred2, gold) if pred2 is not None else None
     write_report(metrics, out, str(pred_path), str(gold_path), agree, str(args.pred2) if args.pred2 else None)
     print(summary(metrics))

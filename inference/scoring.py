@@ -1,71 +1,40 @@
-"""Letter scoring: one forward per prompt, logits only at the last position.
+"""The scoring primitive: the log-likelihood of a continuation after a context (as
+lm-evaluation-harness has it), batched, cached, and fitted to the GPU.
 
-For every (item, order) the prompt from `maerak.prompt.render_prompt` is scored
-once; the logits of the three answer letters at the last prompt position give
-probabilities over the letters (softmax over the three logits), which `order`
-maps back to the ORIGINAL options. Permutation TTA averages those mapped
-probabilities over several orders; ensembles combine checkpoints by mean or vote.
+A `maerak.modes.Request` is one context and the continuations scored after it (three: one per
+option). The mode (maerak/modes.py) decides what the context and continuations are, how their
+text becomes tokens, and how the three log-likelihoods become option probabilities; nothing
+here knows a mode by name.
 
-In `options` mode (profiles.yml scoring.mode) a request is one item's context
-(`render_context`, no options in it) plus its three option texts as continuations;
-the "logits" of a request are then each option's summed token log-probabilities
-after the context (the context runs once per item, its KV cache shared by the three
-options), and the same softmax gives the option probabilities. Option order plays
-no part there, so TTA has nothing to average: options mode scores once.
+The log-likelihood of a continuation is the sum over its tokens of log p(token | everything
+before it): each token's logit minus the log-sum-exp of all logits at its position (float32 on
+the model's side, the subtraction and the sum in float64). The context runs once per request,
+its last position predicting every continuation's first token; only continuations longer than
+one token need a second forward, which reads their other tokens on the context's KV cache
+(repeated per continuation), right-padded. Requests are batched by context length (left
+padding), and on CUDA out-of-memory the batch is halved (`Scorer.forward_fitting`).
 
-Pure helpers (`letter_probs`, `to_original`, `average`, `combine`, `argmax_first`)
-take numbers and return numbers; `Scorer` is the model edge; `ScoreCache` is the
-resume edge (a JSONL file of letter logits keyed by item id + model fingerprint +
-order + prompt hash + scoring setup).
+Pure helpers (`average`, `combine`, `argmax_first`) take numbers and return numbers; `Scorer`
+is the model edge; `ScoreCache` is the resume edge (a JSONL file of log-likelihoods keyed by
+item id + model fingerprint + mode key + order + hash of context and continuations).
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from maerak.files import append_jsonl, read_keyed_jsonl
-from maerak.prompt import (
-    IDENTITY,
-    MODES,
-    ORDER_SETS,
-    answer_token_ids,
-    fit_prompt,
-    render_context,
-    render_prompt,
-    response_ids,
-)
-from maerak.schema import LABELS, Item
+from maerak.modes import Mode, Request
+from maerak.prompt import fit_prompt
+from maerak.schema import Item
 
 ENSEMBLE_MODES = ("mean", "vote")
 
 
 # ---------------------------------------------------------------- pure helpers
-def orders_for(tta: str) -> tuple[tuple[int, ...], ...]:
-    if tta not in ORDER_SETS:
-        raise ValueError(f"unknown tta {tta!r}; expected one of {', '.join(ORDER_SETS)}")
-    return ORDER_SETS[tta]
-
-
-def letter_probs(logits: Sequence[float]) -> list[float]:
-    """Softmax over the three letter logits (float64, max-shifted)."""
-    top = max(logits)
-    exps = [math.exp(x - top) for x in logits]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-def to_original(letter_p: Sequence[float], order: Sequence[int]) -> list[float]:
-    """order[k] is the original option shown at letter k: p_orig[order[k]] = p_letter[k]."""
-    out = [0.0, 0.0, 0.0]
-    for k, i in enumerate(order):
-        out[i] = float(letter_p[k])
-    return out
-
-
 def average(rows: Sequence[Sequence[float]]) -> list[float]:
     n = len(rows)
     return [sum(r[i] for r in rows) / n for i in range(3)]
@@ -106,29 +75,35 @@ def combine(per_model: Sequence[Sequence[float]], mode: str = "mean") -> tuple[i
     return best, mean
 
 
-def label_of(index: int) -> str:
-    return LABELS[index]
-
-
 # ---------------------------------------------------------------- tokens
-def encode_request(tokenizer, req: Request, max_length: int) -> tuple[list[int], bool]:
-    """The request's prompt as token ids, at most `max_length` of them, and whether it was cut.
-    An over-long prompt leaves out the conversation's oldest turns (maerak.prompt.fit_prompt),
-    so BOS, the instruction, the question and the options stay. Only when that is not enough
-    (or the request has no item) are the oldest tokens after BOS cut."""
-    ids = list(tokenizer(req.prompt, add_special_tokens=True)["input_ids"])
-    if req.continuations:  # options mode: the context plus its longest option must fit
-        max_length -= max(len(response_ids(tokenizer, c)) for c in req.continuations)
-    if len(ids) <= max_length:
-        return ids, False
+@dataclass(frozen=True)
+class Encoded:
+    """A request as token ids: the context (with BOS) and each continuation's tokens."""
+
+    context: tuple[int, ...]
+    continuations: tuple[tuple[int, ...], ...]
+
+
+def encode_request(tokenizer, req: Request, max_length: int) -> tuple[Encoded, bool]:
+    """The request as token ids, and whether its context was cut. The model reads the context and
+    each continuation but its last token (that one is only predicted), so the context may take
+    `max_length` minus (longest continuation - 1) tokens, as lm-evaluation-harness cuts. An
+    over-long context leaves out the conversation's oldest turns (maerak.prompt.fit_prompt), so
+    BOS, the instruction, the question and the options stay. Only when that is not enough (or
+    the request has no item) are the oldest tokens after BOS cut."""
+    continuations = tuple(tuple(req.mode.continuation_ids(tokenizer, c)) for c in req.continuations)
+    room = max_length - (max(len(c) for c in continuations) - 1)
+    ids = list(tokenizer(req.context, add_special_tokens=True)["input_ids"])
+    if len(ids) <= room:
+        return Encoded(tuple(ids), continuations), False
     if req.item is not None:
-        render = render_context if req.continuations else None
-        prompt, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), max_length, render)
-        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    if len(ids) > max_length:
+        context, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), room,
+                                lambda _item, skip: req.render(skip))
+        ids = list(tokenizer(context, add_special_tokens=True)["input_ids"])
+    if len(ids) > room:
         head = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
-        ids = head + ids[len(ids) - (max_length - len(head)):]
-    return ids, True
+        ids = head + ids[len(ids) - (room - len(head)):]
+    return Encoded(tuple(ids), continuations), True
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -158,22 +133,9 @@ def prompt_hash(prompt: str) -> str:
 
 
 # ---------------------------------------------------------------- cache
-@dataclass(frozen=True)
-class Request:
-    item_id: str
-    order: tuple[int, ...]
-    prompt: str
-    item: Item | None = field(default=None, compare=False, repr=False)  # to re-render an over-long prompt
-    continuations: tuple[str, ...] = ()  # options mode: the option texts scored after `prompt`
-
-    @property
-    def order_key(self) -> str:
-        return "".join(str(i) for i in self.order)
-
-
 class ScoreCache:
-    """Append-only JSONL of letter logits. One line per scored (item, order) under
-    one model/setup; a torn last line (interrupted write) is ignored on reading."""
+    """Append-only JSONL of log-likelihoods. One line per scored request under one model/setup;
+    a torn last line (interrupted write) is ignored on reading."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
@@ -181,24 +143,25 @@ class ScoreCache:
         if self.path:
             for k, row in read_keyed_jsonl(self.path).items():
                 try:
-                    self.rows[k] = [float(x) for x in row["logits"]]
+                    self.rows[k] = [float(x) for x in row["loglikelihoods"]]
                 except (KeyError, TypeError, ValueError):
                     continue
 
     @staticmethod
     def key(fingerprint: str, req: Request) -> str:
-        text = req.prompt + "".join("\0" + c for c in req.continuations)  # letters: the prompt alone, as before
-        return f"{req.item_id}|{fingerprint}|{req.order_key}|{prompt_hash(text)}"
+        text = req.context + "".join("\0" + c for c in req.continuations)
+        return f"{req.item_id}|{fingerprint}|{req.mode.key}|{req.order_key}|{prompt_hash(text)}"
 
     def get(self, fingerprint: str, req: Request) -> list[float] | None:
         return self.rows.get(self.key(fingerprint, req))
 
     def put_many(self, fingerprint: str, pairs: Iterable[tuple[Request, list[float]]]) -> None:
         rows = []
-        for req, logits in pairs:
+        for req, lls in pairs:
             k = self.key(fingerprint, req)
-            self.rows[k] = list(logits)
-            rows.append({"key": k, "id": req.item_id, "model": fingerprint, "order": req.order_key, "logits": list(logits)})
+            self.rows[k] = list(lls)
+            rows.append({"key": k, "id": req.item_id, "model": fingerprint, "mode": req.mode.key,
+                         "order": req.order_key, "loglikelihoods": list(lls)})
         if self.path:
             append_jsonl(self.path, rows)
 
@@ -225,7 +188,7 @@ def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Scorer:
-    """Loads one checkpoint and returns letter logits at the last prompt position."""
+    """Loads one checkpoint (transformers) and returns each request's continuation log-likelihoods."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "float32", batch_size: int = 4,
                  max_length: int = 1024, device: str | None = None):
@@ -250,73 +213,84 @@ class Scorer:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        self.letter_ids: list[int] | None = None
         self.fingerprint = hashlib.sha256(
             f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}".encode()
         ).hexdigest()[:16]
         self.truncated: list[str] = []
         self.fit_batch: int | None = None  # set when a batch of `batch_size` ran out of GPU memory
 
-    def encode(self, req: Request) -> list[int]:
-        if self.letter_ids is None:
-            self.letter_ids = answer_token_ids(self.tokenizer)
-        ids, cut = encode_request(self.tokenizer, req, self.max_length)
+    def encode(self, req: Request) -> Encoded:
+        enc, cut = encode_request(self.tokenizer, req, self.max_length)
         if cut and req.item_id not in self.truncated:
             self.truncated.append(req.item_id)
-        return ids
+        return enc
 
-    def forward_last(self, batch: Sequence[Sequence[int]]):
-        """Letter logits (float32 tensor [B, 3]) for left-padded token-id lists."""
+    def forward(self, batch: Sequence[Encoded]) -> list[list[float]]:
+        """Each continuation's log-likelihood after its context, for a batch of encoded requests.
+        The contexts run once, left-padded, logits kept at the last position only (which predicts
+        every continuation's first token); longer continuations then read their other tokens in
+        one right-padded forward on the contexts' KV cache, repeated per continuation."""
         import torch
 
-        width = max(len(x) for x in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, ids in enumerate(batch):
-            input_ids[r, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
-            mask[r, width - len(ids):] = 1
+        n, width = len(batch), max(len(e.context) for e in batch)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for r, e in enumerate(batch):
+            input_ids[r, width - len(e.context):] = torch.tensor(e.context, dtype=torch.long)
+            mask[r, width - len(e.context):] = 1
         # Positions count real tokens only, so a padded row sees the positions it sees alone.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        longer = [(r, c) for r, e in enumerate(batch) for c in e.continuations if len(c) > 1]
         with torch.inference_mode():
             out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=False)
-            return out.logits[:, -1, self.letter_ids].float().cpu()
+                             position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=bool(longer))
+            last = out.logits[:, -1].float()
+            first = [last[r, [c[0] for c in e.continuations]].cpu().tolist() for r, e in enumerate(batch)]
+            lse = last.logsumexp(-1).cpu().tolist()
+            rest = self.forward_rest(out.past_key_values, mask, longer) if longer else []
+        lls = [[first[r][k] - lse[r] for k in range(len(e.continuations))] for r, e in enumerate(batch)]
+        cursor = iter(rest)
+        for r, e in enumerate(batch):
+            for k, c in enumerate(e.continuations):
+                if len(c) > 1:
+                    lls[r][k] += next(cursor)
+        return lls
 
-    def forward_options(self, context: Sequence[int], options: Sequence[Sequence[int]]) -> list[float]:
-        """Each option's summed token log-probabilities after `context`. The context runs once;
-        its KV cache, repeated per option, serves one right-padded forward of the options."""
+    def forward_rest(self, cache, context_mask, rows: Sequence[tuple[int, Sequence[int]]]) -> list[float]:
+        """For each (context row, continuation): the summed log-likelihood of the continuation's
+        tokens after its first, read on the context's KV cache (inside `forward`'s inference mode)."""
         import torch
 
-        n, width, start = len(options), max(len(o) for o in options), len(context)
+        pick = torch.tensor([r for r, _ in rows], dtype=torch.long)
+        cache.batch_select_indices(pick.to(self.device))
+        n, width = len(rows), max(len(c) - 1 for _, c in rows)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, start + width), dtype=torch.long)
-        mask[:, :start] = 1
-        for r, opt in enumerate(options):
-            ids[r, : len(opt)] = torch.tensor(list(opt), dtype=torch.long)
-            mask[r, start : start + len(opt)] = 1
-        positions = torch.arange(start, start + width).expand(n, -1)
-        with torch.inference_mode():
-            head = self.model(input_ids=torch.tensor([list(context)], device=self.device), use_cache=True,
-                              logits_to_keep=1)
-            cache = head.past_key_values
-            cache.batch_repeat_interleave(n)
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
-            # token j of an option is predicted at the context's last position (j = 0) or at option token j-1
-            logp = torch.cat([head.logits[:, -1:].expand(n, -1, -1), out.logits[:, :-1]], dim=1).float().log_softmax(-1)
-            taken = logp.gather(-1, ids.to(self.device).unsqueeze(-1)).squeeze(-1).cpu()
-        return [float(taken[r, : len(opt)].sum()) for r, opt in enumerate(options)]
+        targets = torch.zeros((n, width), dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for k, (_, c) in enumerate(rows):
+            ids[k, : len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long)
+            targets[k, : len(c) - 1] = torch.tensor(list(c[1:]), dtype=torch.long)
+            mask[k, : len(c) - 1] = 1
+        full_mask = torch.cat([context_mask[pick], mask], dim=1)
+        positions = context_mask[pick].sum(-1, keepdim=True) + torch.arange(width)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
+                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
+        logits = out.logits.float()  # option token j + 1 is predicted at option token j
+        taken = logits.gather(-1, targets.to(self.device).unsqueeze(-1)).squeeze(-1).cpu().tolist()
+        lse = logits.logsumexp(-1).cpu().tolist()
+        return [sum(taken[k][j] - lse[k][j] for j in range(len(c) - 1)) for k, (_, c) in enumerate(rows)]
 
-    def forward_fitting(self, batch: Sequence[Sequence[int]]):
-        """forward_last in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
-        halved for the rest of the run), down to one prompt, which must fit."""
+    def forward_fitting(self, batch: Sequence[Encoded]) -> list[list[float]]:
+        """forward in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
+        halved for the rest of the run), down to one request, which must fit."""
         import torch
 
-        parts, start = [], 0
+        parts: list[list[float]] = []
+        start = 0
         while start < len(batch):
             chunk = batch[start : start + (self.fit_batch or len(batch))]
             try:
-                parts.append(self.forward_last(chunk))
+                parts += self.forward(chunk)
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -327,17 +301,16 @@ class Scorer:
                       file=sys.stderr)
                 continue
             start += len(chunk)
-        return torch.cat(parts)
+        return parts
 
     def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
               on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
-        """Letter logits for every request. Batches whose requests are all cached are skipped;
-        each scored batch is appended to the cache before the next one starts."""
+        """Continuation log-likelihoods for every request. Batches whose requests are all cached are
+        skipped; each scored batch is appended to the cache before the next one starts."""
         self.truncated = []
         encoded = [self.encode(r) for r in requests]
-        options = [[response_ids(self.tokenizer, c) for c in r.continuations] for r in requests]
         results: list[list[float] | None] = [None] * len(requests)
-        plan = buckets([len(e) for e in encoded], self.batch_size)
+        plan = buckets([len(e.context) for e in encoded], self.batch_size)
         done = 0
         for b, idx in enumerate(plan):
             cached = [cache.get(self.fingerprint, requests[i]) if cache else None for i in idx]
@@ -345,11 +318,7 @@ class Scorer:
                 for i, c in zip(idx, cached):
                     results[i] = c
             else:
-                if requests[idx[0]].continuations:
-                    logits = [self.forward_options(encoded[i], options[i]) for i in idx]
-                else:
-                    logits = self.forward_fitting([encoded[i] for i in idx]).tolist()
-                for i, row in zip(idx, logits):
+                for i, row in zip(idx, self.forward_fitting([encoded[i] for i in idx])):
                     results[i] = [float(x) for x in row]
                 if cache is not None:
                     cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in idx])
@@ -377,31 +346,18 @@ class Scorer:
 
 
 # ---------------------------------------------------------------- items -> probabilities
-def check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"unknown scoring mode {mode!r}; expected one of {', '.join(MODES)}")
-    return mode
-
-
-def build_requests(items: Sequence[Item], orders: Sequence[Sequence[int]], mode: str = "letters") -> list[Request]:
-    """letters: one request per item and order; options: one per item (its context and three options)."""
-    if check_mode(mode) == "options":
-        return [Request(it.id, IDENTITY, render_context(it), it, tuple(it.options)) for it in items]
-    return [Request(it.id, tuple(o), render_prompt(it, o), it) for it in items for o in orders]
-
-
-def item_probs(items: Sequence[Item], requests: Sequence[Request], logits: Sequence[Sequence[float]]
+def item_probs(items: Sequence[Item], requests: Sequence[Request], loglikelihoods: Sequence[Sequence[float]]
                ) -> dict[str, list[float]]:
-    """Per item: probabilities over the ORIGINAL options, averaged over its orders."""
+    """Per item: probabilities over the ORIGINAL options (each request's mode maps them), averaged
+    over its orders."""
     rows: dict[str, list[list[float]]] = {it.id: [] for it in items}
-    for req, lg in zip(requests, logits):
-        rows[req.item_id].append(to_original(letter_probs(lg), req.order))
+    for req, lls in zip(requests, loglikelihoods):
+        rows[req.item_id].append(req.mode.probabilities(req, lls))
     return {iid: average(r) for iid, r in rows.items()}
 
 
-def score_items(scorer, items: Sequence[Item], tta: str = "none", cache: ScoreCache | None = None,
-                on_batch: Callable[[int, int], None] | None = None, progress: bool = False, mode: str = "letters"
-                ) -> dict[str, list[float]]:
-    requests = build_requests(items, orders_for(tta), mode)
-    logits = scorer.score(requests, cache=cache, on_batch=on_batch, progress=progress)
-    return item_probs(items, requests, logits)
+def score_items(scorer, items: Sequence[Item], mode: Mode, tta: str = "none", cache: ScoreCache | None = None,
+                on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> dict[str, list[float]]:
+    requests = mode.requests(items, mode.orders(tta))
+    lls = scorer.score(requests, cache=cache, on_batch=on_batch, progress=progress)
+    return item_probs(items, requests, lls)

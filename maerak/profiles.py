@@ -40,10 +40,11 @@ class Scoring:
     max_length: int = 1024
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     tta: str = "none"     # an option-order set (maerak.prompt.ORDER_SETS)
-    mode: str = "letters"  # letters | options (maerak.prompt.MODES): the scorer and the training rows follow it
+    mode: str = "letters"  # letters | options (maerak.modes.MODES): the scorer and the training rows follow it
 
     def __post_init__(self) -> None:
-        from maerak.prompt import MODES, ORDER_SETS
+        from maerak.modes import MODES
+        from maerak.prompt import ORDER_SETS
 
         if self.mode not in MODES:
             raise ValueError(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")

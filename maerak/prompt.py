@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from itertools import permutations
 
-from maerak.schema import LABELS, Item
+from maerak.schema import Item
 
 LETTERS = ("A", "B", "C")
 IDENTITY: tuple[int, int, int] = (0, 1, 2)
@@ -27,9 +27,7 @@ def orders_named(name: str) -> tuple[tuple[int, ...], ...]:
     return ORDER_SETS[name]
 
 INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 A, B, C 중에서 하나 골라 그 기호만 답하세요."
-# Scoring modes (profiles.yml scoring.mode): `letters` scores the answer letter after a prompt that
-# lists the options; `options` scores each option's own text after a context without them.
-MODES = ("letters", "options")
+# The options-mode instruction (maerak/modes.py: the prompt shows no options; the answer is the option's text).
 OPTIONS_INSTRUCTION = "다음 대화를 읽고 질문에 가장 알맞은 지문을 쓰세요."
 
 # Axolotl's `alpaca` type (AlpacaPrompter, instruct style) wraps rows exactly like this.
@@ -86,12 +84,18 @@ def render_context(item: Item, skip_turns: int = 0) -> str:
     return wrap_alpaca(OPTIONS_INSTRUCTION, "\n".join(context_lines(item, skip_turns)))
 
 
-def option_row(item: Item) -> dict:
-    """One options-mode training row: the correct option's text is the answer."""
+def option_row(item: Item, rationale: str | None = None) -> dict:
+    """One options-mode training row: the correct option's text is the answer (then, for a row
+    augmented with a distilled rationale, the rationale, as `alpaca_row` puts it after the letter)."""
     if item.label_index is None:
         raise ValueError(f"{item.id}: no label to render an answer from")
-    return {"instruction": OPTIONS_INSTRUCTION, "input": "\n".join(context_lines(item)),
-            "output": item.options[item.label_index]}
+    output = with_rationale(item.options[item.label_index], rationale)
+    return {"instruction": OPTIONS_INSTRUCTION, "input": "\n".join(context_lines(item)), "output": output}
+
+
+def with_rationale(answer: str, rationale: str | None) -> str:
+    """The answer first, so that scoring it stays valid for rows augmented with a rationale."""
+    return f"{answer}\n근거: {rationale.strip()}" if rationale else answer
 
 
 def answer_letter(item: Item, order: Sequence[int] = IDENTITY) -> str:
@@ -136,15 +140,8 @@ def fit_prompt(item: Item, order: Sequence[int], n_tokens: Callable[[str], int],
 def alpaca_row(item: Item, order: Sequence[int] = IDENTITY, rationale: str | None = None) -> dict:
     """One training row. The answer letter comes first so that letter scoring stays valid
     for rows augmented with a distilled rationale."""
-    output = answer_letter(item, order)
-    if rationale:
-        output = f"{output}\n근거: {rationale.strip()}"
+    output = with_rationale(answer_letter(item, order), rationale)
     return {"instruction": INSTRUCTION, "input": render_input(item, order), "output": output}
-
-
-def label_for_letter(order: Sequence[int], letter_index: int) -> str:
-    """Map a chosen letter under `order` back to the original option's label."""
-    return LABELS[order[letter_index]]
 
 
 def response_ids(tokenizer, text: str) -> list[int]:

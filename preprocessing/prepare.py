@@ -24,6 +24,7 @@ from typing import Any
 from maerak import clean
 from maerak.errors import EmptyStage, MaerakError
 from maerak.files import atomic_write_jsonl, rel_path, sha256_file
+from maerak.modes import Mode, mode_named
 from maerak.profiles import Profile, resolve_profile
 from maerak.schema import DataError, Item, Problem, load_items
 from preprocessing import augment, dedup, distill, lengths, magpie
@@ -142,7 +143,9 @@ def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = 
         with _timed(timings, "distill"):
             rationales, extra["distill"] = distill_rationales(profile, cfg, loaded, records, teacher, teacher_path, progress)
 
-    stage_rows = format_rows(profile, cfg, loaded, records, report, rationales, distill_enabled)
+    mode = mode_named(profile.scoring_mode)  # the rows' mode, recorded with the stage-2 checkpoint after training
+    extra["mode"] = mode.name
+    stage_rows = format_rows(profile, cfg, loaded, records, report, rationales, distill_enabled, mode)
     with _timed(timings, "token_lengths"):
         extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info)
 
@@ -290,20 +293,24 @@ def distill_rationales(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded
 
 
 def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], records: Records, report: Report,
-                rationales: dict[str, str], distill_enabled: bool) -> dict[int, list[TaggedRow]]:
-    """6. Alpaca rows per stage, each with its source, id and order (for the length check)."""
+                rationales: dict[str, str], distill_enabled: bool, mode: Mode) -> dict[int, list[TaggedRow]]:
+    """6. Training rows per stage, each with its source, id and tag (for the length check): task
+    items through the scoring mode's `training_rows`, a note where the mode gives orders less meaning."""
     dist_stages = set(cfg.distill.stages) if distill_enabled else set()
     stage_rows: dict[int, list[TaggedRow]] = {1: [], 2: []}
-    mode = profile.scoring_mode  # letters: alpaca rows answering a letter; options: the correct option's text
     for s in loaded:
         recs = records[s.name]
         step = report.add_step(s.name, Step("format", len(recs), len(recs)))
         for stage in s.stages:
             if s.kind in TASK_KINDS:
                 items = [r.item for r in recs]
-                rows = augment.tagged_task_rows(s.name, items, cfg.augment.orders(stage), mode=mode)
+                orders = {f"augment.stage{stage}_orders": cfg.augment.orders(stage)}
+                rows = augment.tagged_task_rows(s.name, items, mode, orders[f"augment.stage{stage}_orders"])
                 if stage in dist_stages:
-                    rows += augment.tagged_task_rows(s.name, items, cfg.distill.orders, rationales, mode)
+                    orders["distill.orders"] = cfg.distill.orders
+                    rows += augment.tagged_task_rows(s.name, items, mode, orders["distill.orders"], rationales)
+                step.notes += [f"stage {stage}: {key} {note}" for key, name in orders.items()
+                               if (note := mode.augmentation_note(name))]
             else:
                 rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from maerak import modes
 from maerak.profiles import ROOT, Profile
 from tests.conftest import write_stage_configs
 
@@ -72,6 +73,7 @@ def train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_items: 
     profile.merged_dir.parent.mkdir(parents=True)
     profile.merged_dir.symlink_to(model_dir, target_is_directory=True)  # stage 2 starts from "stage 1 merged"
     out = ar.train(profile, 2)
+    assert modes.read_record(out) is modes.mode_named(mode)  # what submit will score it in
 
     submission = root / "submission.json"
     scored = root / "scored.json"

@@ -34,7 +34,8 @@ def hand_files(sample_dir, tmp_path):
             probs.append({"id": iid, "probs": pr, "prediction": p})
     (tmp_path / "gold.json").write_text(dumps_json(gold), encoding="utf-8")
     (tmp_path / "pred.json").write_text(dumps_json(pred), encoding="utf-8")
-    (tmp_path / "pred.probs.json").write_text(dumps_json({"items": probs}), encoding="utf-8")
+    (tmp_path / "pred.probs.json").write_text(dumps_json({"mode": "options", "tta": "none", "items": probs}),
+                                              encoding="utf-8")
     return tmp_path
 
 
@@ -96,6 +97,7 @@ def test_report_files(hand_files, capsys):
     assert "| 원인 | 2 | 1 | 50.00% |" in report
     assert "- e (no valid prediction)" in report
     assert "agree on 3/5" in report
+    assert "- scored: mode options, tta none" in report and metrics["scoring"] == {"mode": "options", "tta": "none"}
     assert (out / "wrong_ids.txt").read_text() == "b\nd\ne\n"
 
 

@@ -1,15 +1,18 @@
-"""Options mode: each option's summed token log-probs after a shared context.
+"""Options mode: each option's summed token log-probs after a shared context (the scoring
+primitive with continuations longer than one token).
 
 Checked against a brute-force forward of context + option per option (no cache, no
-padding), against Axolotl's tokenisation of the options-mode training row, and through
-`submit` (probabilities, ties, order-independence)."""
+padding), batched across items (left-padded contexts, a full-attention layer, an ordinary
+pad token) and through the out-of-memory fallback, against Axolotl's tokenisation of the
+options-mode training row, and through `submit` (probabilities, ties, order-independence)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from inference.scoring import Request, Scorer, build_requests, encode_request, item_probs
+from inference.scoring import Scorer, encode_request, item_probs
+from maerak.modes import OPTIONS_MODE
 from maerak.prompt import IDENTITY, OPTIONS_INSTRUCTION, option_row, render_context, response_ids
 from maerak.schema import load_items
 
@@ -24,34 +27,86 @@ def brute_force(scorer: Scorer, context: list[int], option: list[int]) -> float:
     return float(sum(logp[len(context) - 1 + j, t] for j, t in enumerate(option)))
 
 
-def test_options_scorer_matches_a_forward_per_option(tiny_model_dir, sample_dir):
+@pytest.fixture(scope="module")
+def mixed_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny checkpoint with one sliding and one FULL attention layer: with both layers sliding
+    (window 64), no position would see the left padding of a batch of ~400-token contexts."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.layer_types = ["sliding_attention", "full_attention"]
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("mixed-options") / "model"
+    Gemma3ForCausalLM(config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_options_scorer_matches_a_forward_per_option(mixed_model_dir, sample_dir, batch_size):
     items, _ = load_items(sample_dir / "dev.json")
-    scorer = Scorer(tiny_model_dir, batch_size=2)
+    scorer = Scorer(mixed_model_dir, batch_size=batch_size)
+    # an ordinary token as padding: a correct mask makes the pad id irrelevant
+    scorer.pad_id = scorer.tokenizer("화자1")["input_ids"][-1]
     # several items, prompts longer than the tiny model's 64-token sliding window
-    requests = build_requests(items[:4], [IDENTITY], mode="options")
+    requests = OPTIONS_MODE.requests(items[:5], [IDENTITY])
     got = scorer.score(requests)
     for req, row in zip(requests, got):
-        context = scorer.tokenizer(req.prompt)["input_ids"]
+        context = scorer.tokenizer(req.context)["input_ids"]
         assert len(context) > 64
         options = [response_ids(scorer.tokenizer, c) for c in req.continuations]
         expected = [brute_force(scorer, context, o) for o in options]
         assert row == pytest.approx(expected, rel=1e-4, abs=1e-4)
-    # right padding is exercised: some item has options of different token lengths
+    # left padding (contexts of several lengths in a batch) and right padding (options of several
+    # token lengths) are both exercised
+    assert len({len(scorer.encode(r).context) for r in requests}) > 1
     assert any(len({len(response_ids(scorer.tokenizer, c)) for c in r.continuations}) > 1 for r in requests)
+
+
+def test_out_of_memory_halves_an_options_batch_and_keeps_the_scores(tiny_model_dir, sample_dir):
+    import torch
+
+    items, _ = load_items(sample_dir / "dev.json")
+    requests = OPTIONS_MODE.requests(items[:4], [IDENTITY])
+    reference = Scorer(tiny_model_dir, batch_size=1).score(requests)
+    s = Scorer(tiny_model_dir, batch_size=4)
+    real_forward, seen = s.forward, []
+
+    def small_gpu(batch):
+        seen.append(len(batch))
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(batch)
+
+    s.forward = small_gpu
+    got = s.score(requests)
+    assert s.fit_batch == 1 and seen[:3] == [4, 2, 1]
+    assert all(r == pytest.approx(q, rel=1e-5, abs=1e-5) for r, q in zip(got, reference))
 
 
 def test_options_scores_do_not_depend_on_option_order(tiny_model_dir, sample_dir):
     items, _ = load_items(sample_dir / "dev.json")
     item = items[0]
     scorer = Scorer(tiny_model_dir)
-    swapped = Request(item.id, IDENTITY, render_context(item), item, tuple(reversed(item.options)))
-    straight, backwards = scorer.score(build_requests([item], [IDENTITY], "options") + [swapped])
+    plain, swapped = OPTIONS_MODE.request(item), OPTIONS_MODE.request(item, (2, 1, 0))
+    assert swapped.continuations == tuple(reversed(item.options)) and swapped.context == plain.context
+    straight, backwards = scorer.score([plain, swapped])
     assert straight == pytest.approx(list(reversed(backwards)), rel=1e-5, abs=1e-5)
+    # and the mode maps both back to the same option probabilities
+    assert OPTIONS_MODE.probabilities(plain, straight) == pytest.approx(OPTIONS_MODE.probabilities(swapped, backwards))
+
+
+def test_options_mode_scores_once_whatever_the_tta():
+    assert OPTIONS_MODE.orders("all") == (IDENTITY,) and OPTIONS_MODE.orders("none") == (IDENTITY,)
+    assert "nothing to permute" in OPTIONS_MODE.tta_note("cyclic") and OPTIONS_MODE.tta_note("none") is None
+    with pytest.raises(ValueError):
+        OPTIONS_MODE.orders("some")
 
 
 def test_equal_options_tie_to_the_first(sample_dir):
     items, _ = load_items(sample_dir / "dev.json")
-    requests = build_requests(items[:1], [IDENTITY], "options")
+    requests = OPTIONS_MODE.requests(items[:1], [IDENTITY])
     probs = item_probs(items[:1], requests, [[-3.0, -3.0, -5.0]])[items[0].id]
     assert probs[0] == probs[1] > probs[2]
 
@@ -71,8 +126,10 @@ def test_scored_context_is_what_axolotl_trains_on(sample_dir, tiny_model_dir):
     assert next(prompter.build_prompt(row["instruction"], row["input"])) == render_context(item)
 
     tokenized = AlpacaPromptTokenizingStrategy(prompter, tokenizer, False, 4096).tokenize_prompt(row)
-    context, _ = encode_request(tokenizer, build_requests([item], [IDENTITY], "options")[0], 4096)
+    encoded, _ = encode_request(tokenizer, OPTIONS_MODE.request(item), 4096)
+    context = list(encoded.context)
     assert tokenized["input_ids"][: len(context)] == context
+    assert encoded.continuations[item.label_index] == tuple(response_ids(tokenizer, row["output"]))
     trained = [t for t in tokenized["labels"] if t != -100]
     assert trained == response_ids(tokenizer, row["output"]) + [tokenizer.eos_token_id]
     assert all(t == -100 for t in tokenized["labels"][: len(context)])
@@ -83,14 +140,15 @@ def test_over_long_context_leaves_out_the_oldest_turns_and_keeps_room_for_the_op
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     item = next(it for it in load_items(sample_dir / "dev.json")[0] if len(it.conversation) >= 4)
-    req = build_requests([item], [IDENTITY], "options")[0]
-    full = tokenizer(req.prompt)["input_ids"]
+    req = OPTIONS_MODE.request(item)
+    full = tokenizer(req.context)["input_ids"]
     longest = max(len(response_ids(tokenizer, c)) for c in item.options)
-    ids, cut = encode_request(tokenizer, req, len(full) + longest)
-    assert (ids, cut) == (full, False)
-    ids, cut = encode_request(tokenizer, req, len(full) + longest - 1)
-    assert cut and len(ids) + longest <= len(full) + longest - 1
-    assert ids == tokenizer(render_context(item, 1))["input_ids"]
+    # the model reads the context and each option but its last token (that one is only predicted)
+    enc, cut = encode_request(tokenizer, req, len(full) + longest - 1)
+    assert (list(enc.context), cut) == (full, False)
+    enc, cut = encode_request(tokenizer, req, len(full) + longest - 2)
+    assert cut and len(enc.context) + longest - 1 <= len(full) + longest - 2
+    assert list(enc.context) == tokenizer(render_context(item, 1))["input_ids"]
 
 
 def test_submit_in_options_mode_writes_probabilities(tmp_path, tiny_model_dir, sample_dir):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from maerak.files import read_jsonl
+from maerak.modes import LETTERS_MODE, OPTIONS_MODE, prepared_mode
 from maerak.profiles import Profile
-from maerak.prompt import CYCLIC_ORDERS, LETTERS
+from maerak.prompt import CYCLIC_ORDERS, LETTERS, OPTIONS_INSTRUCTION, option_row
 from maerak.schema import DataError, load_items
 from preprocessing import augment, config, prepare
 
@@ -53,6 +54,39 @@ def test_sample_profile_writes_both_stages(env):
     assert (profile.prepared / "report.json").exists() and (profile.prepared / "report.md").exists()
     assert d["stages"]["stage2"]["by_source"]["official"] == 180
     assert "지훈아" in "".join(r["input"] for r in s2) and "name1" not in "".join(r["input"] for r in s2)
+    assert d["mode"] == "letters"  # recorded with the stage-2 checkpoint after training
+    assert prepared_mode(profile.prepared / "report.json") is LETTERS_MODE
+
+
+def test_options_mode_rows_and_what_it_makes_of_the_orders(tmp_path, sample_dir):
+    """Options-mode rows show no options: one row per item whatever augment.stage2_orders says, and
+    the report says so (not silently); the report records the mode."""
+    shutil.copytree(sample_dir, tmp_path / "data")
+    profile = Profile(name="t", root=tmp_path, settings={
+        "data_dir": "data", "base_model": "models/none", "sources": str(ROOT / "preprocessing" / "sources.yml"),
+        "scoring": {"mode": "options"}})
+    report = prepare.run(profile, config.load_config(profile), progress=False)
+    d = accounted(report)
+    s2 = read_jsonl(profile.prepared / "stage2.jsonl")
+    items, _ = load_items(sample_dir / "train.json")
+    assert len(s2) == len(items) and d["mode"] == "options"  # official is cyclic-augmented in letters mode
+    assert [r["output"] for r in s2] == [option_row(it)["output"] for it in items]
+    assert all(r["instruction"] == OPTIONS_INSTRUCTION and "[Option]" not in r["input"] for r in s2)
+    notes = [n for st in d["sources"]["official"]["steps"] if st["step"] == "format" for n in st["notes"]]
+    assert any("augment.stage2_orders" in n and "one row per item" in n for n in notes), notes
+    assert prepared_mode(profile.prepared / "report.json") is OPTIONS_MODE
+
+
+def test_rationale_rows_put_the_answer_first_in_both_modes(sample_dir):
+    items, _ = load_items(sample_dir / "train.json")
+    rationales = {items[0].id: "화자1이 직접 말했다.", items[1].id: ""}  # an empty rationale makes no row
+    letters = LETTERS_MODE.training_rows(items[:2], "cyclic", rationales)
+    options = OPTIONS_MODE.training_rows(items[:2], "cyclic", rationales)
+    assert [r.tag for r in letters] == [t + "+rationale" for t in ("order 123", "order 231", "order 312")]
+    assert all(r.row["output"].split("\n")[0] in LETTERS for r in letters)
+    assert [r.tag for r in options] == ["option+rationale"]
+    gold = items[0].options[items[0].label_index]
+    assert options[0].row["output"] == f"{gold}\n근거: 화자1이 직접 말했다."
 
 
 def test_external_sources_dedup_and_contamination(env):
@@ -131,7 +165,7 @@ def test_bad_items_file_names_item_and_field(env, fixtures_dir):
 def test_option_permutation_moves_the_answer_letter(sample_dir):
     items, _ = load_items(sample_dir / "train.json")
     item = items[0]
-    rows = augment.task_rows([item], "cyclic")
+    rows = [t.row for t in augment.tagged_task_rows("official", [item], LETTERS_MODE, "cyclic")]
     assert len(rows) == 3
     correct = item.options[item.label_index]
     for row, order in zip(rows, CYCLIC_ORDERS):
@@ -139,7 +173,7 @@ def test_option_permutation_moves_the_answer_letter(sample_dir):
         assert f"\n{letter}. {correct}" in row["input"] or row["input"].endswith(f"{letter}. {correct}")
         assert order[LETTERS.index(letter)] == item.label_index
     assert sorted(r["output"] for r in rows) == ["A", "B", "C"]
-    assert len(augment.task_rows([item], "all")) == 6 and len(augment.task_rows([item], "none")) == 1
+    assert len(LETTERS_MODE.training_rows([item], "all")) == 6 and len(LETTERS_MODE.training_rows([item], "none")) == 1
 
 
 def test_main_reports_bad_file_and_exits_nonzero(env, monkeypatch, capsys):

@@ -9,13 +9,12 @@ from maerak.prompt import (
     alpaca_row,
     answer_letter,
     answer_token_ids,
-    label_for_letter,
     question_line,
     render_input,
     render_prompt,
     ro_particle,
 )
-from maerak.schema import CATEGORIES, load_items
+from maerak.schema import CATEGORIES, LABELS, load_items
 
 
 @pytest.mark.parametrize(
@@ -56,7 +55,7 @@ def test_answer_moves_with_its_option(sample_dir, order):
     shown = render_input(item, order)
     gold_text = item.options[item.label_index]
     assert f"{letter}. {gold_text}" in shown
-    assert label_for_letter(order, LETTERS.index(letter)) == item.label
+    assert LABELS[order[LETTERS.index(letter)]] == item.label  # the letter maps back to the gold option
 
 
 def test_rationale_rows_start_with_the_letter(sample_dir):

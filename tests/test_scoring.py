@@ -1,24 +1,15 @@
-"""Letter scoring: permutation mapping, batching, ensembles, cache/resume (tiny model, CPU)."""
+"""The scoring primitive in letters mode: permutation mapping, batching, ensembles, cache/resume (tiny model, CPU)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 
 from inference import scoring
-from inference.scoring import (
-    Request,
-    ScoreCache,
-    Scorer,
-    build_requests,
-    combine,
-    letter_probs,
-    model_fingerprint,
-    orders_for,
-    score_items,
-    to_original,
-)
+from inference.scoring import ScoreCache, Scorer, combine, model_fingerprint, score_items
+from maerak.modes import LETTERS_MODE, OPTIONS_MODE, Request, softmax, to_original
 from maerak.prompt import (
     ALL_ORDERS,
     ALPACA_SYSTEM,
@@ -61,7 +52,7 @@ class OptionAwareFake:
         for r in requests:
             self.calls += 1
             item = self.items[r.item_id]
-            block = r.prompt.split("[Option]\n", 1)[1].split("\n\n###")[0].splitlines()
+            block = r.context.split("[Option]\n", 1)[1].split("\n\n###")[0].splitlines()
             row = []
             for k, line in enumerate(block[:3]):
                 assert line.startswith(f"{LETTERS[k]}. ")
@@ -82,17 +73,18 @@ def test_to_original_returns_each_letter_probability_to_its_option(order):
 def test_every_order_maps_probabilities_back_to_the_original_options(dev_items, tta):
     items = [it for it in dev_items if len(set(it.options)) == 3][:5]
     fake = OptionAwareFake(items)
-    expected = letter_probs(fake.value)
-    probs = score_items(fake, items, tta=tta)
-    assert fake.calls == len(items) * len(orders_for(tta))
+    expected = softmax(fake.value)
+    probs = score_items(fake, items, LETTERS_MODE, tta=tta)
+    assert fake.calls == len(items) * len(LETTERS_MODE.orders(tta))
     for it in items:
         assert probs[it.id] == pytest.approx(expected, abs=1e-12)
     # single orders, each permutation on its own
     for order in ALL_ORDERS:
-        reqs = build_requests(items, [order])
+        reqs = LETTERS_MODE.requests(items, [order])
         logits = fake.score(reqs)
-        for lg in logits:
-            assert to_original(letter_probs(lg), order) == pytest.approx(expected, abs=1e-12)
+        for req, lg in zip(reqs, logits):
+            assert to_original(softmax(lg), order) == pytest.approx(expected, abs=1e-12)
+            assert LETTERS_MODE.probabilities(req, lg) == to_original(softmax(lg), order)
 
 
 def test_tta_averages_over_orders(dev_items):
@@ -104,15 +96,15 @@ def test_tta_averages_over_orders(dev_items):
         def score(self, requests, **_):  # always prefers letter A, whatever is shown there
             return [[2.0, 0.0, 0.0] for _ in requests]
 
-    p_none = score_items(PositionBiased(), items, "none")
-    p_cyc = score_items(PositionBiased(), items, "cyclic")
-    a = letter_probs([2.0, 0.0, 0.0])
+    p_none = score_items(PositionBiased(), items, LETTERS_MODE, "none")
+    p_cyc = score_items(PositionBiased(), items, LETTERS_MODE, "cyclic")
+    a = softmax([2.0, 0.0, 0.0])
     assert p_none[items[0].id] == pytest.approx(a)
     # cyclic orders put every option at A once: the bias cancels out
     assert p_cyc[items[0].id] == pytest.approx([1 / 3] * 3)
-    assert set(orders_for("cyclic")) == set(CYCLIC_ORDERS)
+    assert set(LETTERS_MODE.orders("cyclic")) == set(CYCLIC_ORDERS)
     with pytest.raises(ValueError):
-        orders_for("some")
+        LETTERS_MODE.orders("some")
 
 
 # ---------------------------------------------------------------- batching
@@ -136,11 +128,11 @@ def mixed_model_dir(tiny_model_dir, tmp_path_factory):
 
 def test_batched_scores_equal_unbatched_scores(mixed_model_dir, dev_items):
     items = dev_items[:10]
-    reqs = build_requests(items, CYCLIC_ORDERS[:2])
+    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS[:2])
     one = Scorer(mixed_model_dir, batch_size=1)
     many = Scorer(mixed_model_dir, batch_size=7)
     assert "full_attention" in one.model.config.layer_types
-    lengths = {len(one.encode(r)) for r in reqs}
+    lengths = {len(one.encode(r).context) for r in reqs}
     assert len(lengths) > 3, "prompts must differ in length so that batches are padded"
     assert max(lengths) > one.model.config.sliding_window, "exercise the sliding-window layer too"
     a = one.score(reqs)
@@ -152,13 +144,17 @@ def test_batched_scores_equal_unbatched_scores(mixed_model_dir, dev_items):
     many.pad_id = one.tokenizer("화자1")["input_ids"][-1]
     for ra, rb in zip(a, many.score(reqs)):
         assert ra == pytest.approx(rb, abs=1e-4)
-    # the letter logits are exactly the last-position logits of the full forward pass
+    # a letter's log-likelihood is the log-softmax at the last position of the full forward pass
     import torch
 
-    ids = one.encode(reqs[0])
+    enc = one.encode(reqs[0])
+    assert all(len(c) == 1 for c in enc.continuations)  # letters: one token each
     with torch.inference_mode():
-        full = one.model(input_ids=torch.tensor([ids])).logits[0, -1, one.letter_ids]
-    assert a[0] == pytest.approx(full.tolist(), abs=1e-4)
+        logits = one.model(input_ids=torch.tensor([enc.context])).logits[0, -1].float()
+    letters = [c[0] for c in enc.continuations]
+    assert a[0] == pytest.approx(logits.log_softmax(-1)[letters].tolist(), abs=1e-4)
+    # and the softmax over the three is the softmax over the three letter logits (the log-sum-exp cancels)
+    assert softmax(a[0]) == pytest.approx(softmax(logits[letters].tolist()), abs=1e-4)
 
 
 def test_buckets_are_length_sorted_and_cover_everything():
@@ -169,11 +165,12 @@ def test_buckets_are_length_sorted_and_cover_everything():
 def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options(scorer, dev_items):
     tok = scorer.tokenizer
     item = next(it for it in dev_items if len(it.conversation) >= 4)
-    req = build_requests([item], [(1, 2, 0)])[0]
-    full = len(tok(req.prompt)["input_ids"])
+    req = LETTERS_MODE.request(item, (1, 2, 0))
+    full = len(tok(req.context)["input_ids"])
     bare = len(tok(render_prompt(item, (1, 2, 0), skip_turns=len(item.conversation)))["input_ids"])
     limit = (full + bare) // 2
-    ids, cut = scoring.encode_request(tok, req, limit)
+    enc, cut = scoring.encode_request(tok, req, limit)
+    ids = list(enc.context)
     assert cut and bare < len(ids) <= limit
     assert ids[0] == tok.bos_token_id
     text = tok.decode(ids[1:])
@@ -186,7 +183,8 @@ def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options
     # one turn fewer left out would not fit: the fewest turns are dropped
     assert len(tok(render_prompt(item, (1, 2, 0), skip_turns=skipped - 1))["input_ids"]) > limit
     # a prompt that fits is untouched
-    assert scoring.encode_request(tok, req, full) == (tok(req.prompt)["input_ids"], False)
+    enc, cut = scoring.encode_request(tok, req, full)
+    assert (list(enc.context), cut) == (tok(req.context)["input_ids"], False)
 
 
 def test_scorer_names_the_items_it_cut(scorer, dev_items):
@@ -194,7 +192,7 @@ def test_scorer_names_the_items_it_cut(scorer, dev_items):
     short.__dict__.update(scorer.__dict__)
     lengths = {it.id: len(scorer.tokenizer(render_prompt(it))["input_ids"]) for it in dev_items[:4]}
     short.max_length = sorted(lengths.values())[1]  # the two longest prompts are over
-    logits = short.score(build_requests(dev_items[:4], [(0, 1, 2)]))
+    logits = short.score(LETTERS_MODE.requests(dev_items[:4], [(0, 1, 2)]))
     assert len(logits) == 4
     assert sorted(short.truncated) == sorted(i for i, n in lengths.items() if n > short.max_length)
     assert len(short.truncated) >= 2
@@ -202,10 +200,11 @@ def test_scorer_names_the_items_it_cut(scorer, dev_items):
 
 def test_without_an_item_the_cut_still_keeps_bos(scorer, dev_items):
     tok = scorer.tokenizer
-    req = Request("x", (0, 1, 2), render_prompt(dev_items[0]))
-    ids, cut = scoring.encode_request(tok, req, 40)
+    req = Request("x", (0, 1, 2), render_prompt(dev_items[0]), ("A", "B", "C"), LETTERS_MODE)
+    enc, cut = scoring.encode_request(tok, req, 40)
+    ids = list(enc.context)
     assert cut and len(ids) == 40 and ids[0] == tok.bos_token_id
-    assert ids[1:] == tok(req.prompt)["input_ids"][-39:]
+    assert ids[1:] == tok(req.context)["input_ids"][-39:]
 
 
 # ---------------------------------------------------------------- ensembles
@@ -238,7 +237,7 @@ class Interrupt(Exception):
 
 def test_resume_after_interruption_scores_only_what_is_missing(tiny_model_dir, dev_items, tmp_path):
     items = dev_items[:9]
-    reqs = build_requests(items, CYCLIC_ORDERS)  # 27 requests, batches of 4 -> 7 batches
+    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS)  # 27 requests, batches of 4 -> 7 batches
     reference = Scorer(tiny_model_dir, batch_size=4).score(reqs)
 
     cache_path = tmp_path / "scores.jsonl"
@@ -256,13 +255,13 @@ def test_resume_after_interruption_scores_only_what_is_missing(tiny_model_dir, d
         fh.write('{"key": "x|y|012|')
 
     forwarded = []
-    real_forward = s.forward_last
+    real_forward = s.forward
 
     def counting(batch):
         forwarded.append(len(batch))
         return real_forward(batch)
 
-    s.forward_last = counting
+    s.forward = counting
     resumed = s.score(reqs, cache=ScoreCache(cache_path))
     assert sum(forwarded) == len(reqs) - 8  # cached requests were not re-scored
     assert resumed == reference  # exactly, not approximately
@@ -272,20 +271,22 @@ def test_resume_after_interruption_scores_only_what_is_missing(tiny_model_dir, d
     assert forwarded == [] and again == reference
 
 
-def test_cache_is_keyed_by_model_order_and_prompt(dev_items, tmp_path):
+def test_cache_is_keyed_by_model_mode_order_and_prompt(dev_items, tmp_path):
     cache = ScoreCache(tmp_path / "c.jsonl")
     it = dev_items[0]
-    r0 = Request(it.id, (0, 1, 2), render_prompt(it, (0, 1, 2)))
-    r1 = Request(it.id, (1, 2, 0), render_prompt(it, (1, 2, 0)))
+    r0 = LETTERS_MODE.request(it, (0, 1, 2))
+    r1 = LETTERS_MODE.request(it, (1, 2, 0))
     cache.put_many("m1", [(r0, [1.0, 2.0, 3.0])])
     reread = ScoreCache(tmp_path / "c.jsonl")
     assert reread.get("m1", r0) == [1.0, 2.0, 3.0]
     assert reread.get("m2", r0) is None
     assert reread.get("m1", r1) is None
-    changed = Request(it.id, (0, 1, 2), r0.prompt + " ")
-    assert reread.get("m1", changed) is None
+    assert reread.get("m1", dataclasses.replace(r0, context=r0.context + " ")) is None
+    assert reread.get("m1", dataclasses.replace(r0, continuations=("B", "A", "C"))) is None
+    assert reread.get("m1", dataclasses.replace(r0, mode=OPTIONS_MODE)) is None  # same texts, another mode
     row = json.loads((tmp_path / "c.jsonl").read_text(encoding="utf-8"))
-    assert row["id"] == it.id and row["order"] == "012"
+    assert row["id"] == it.id and row["order"] == "012" and row["mode"] == LETTERS_MODE.key
+    assert row["loglikelihoods"] == [1.0, 2.0, 3.0]
 
 
 def test_fingerprint_follows_the_weights(tiny_model_dir, tmp_path):
@@ -296,8 +297,8 @@ def test_fingerprint_follows_the_weights(tiny_model_dir, tmp_path):
     assert model_fingerprint(tiny_model_dir) != model_fingerprint(other)
 
 
-def test_probabilities_are_a_softmax_over_the_three_letters():
-    p = letter_probs([1000.0, 999.0, 0.0])
+def test_probabilities_are_a_softmax_over_the_three_loglikelihoods():
+    p = softmax([1000.0, 999.0, 0.0])
     assert sum(p) == pytest.approx(1.0)
     assert p[0] / p[1] == pytest.approx(math.e)
 
@@ -308,10 +309,10 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev
     import torch
 
     items = dev_items[:6]
-    reqs = build_requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
+    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
     reference = Scorer(tiny_model_dir, batch_size=2).score(reqs)
     s = Scorer(tiny_model_dir, batch_size=8)
-    real_forward, seen = s.forward_last, []
+    real_forward, seen = s.forward, []
 
     def small_gpu(batch):
         seen.append(len(batch))
@@ -319,14 +320,14 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real_forward(batch)
 
-    s.forward_last = small_gpu
+    s.forward = small_gpu
     got = s.score(reqs)
     assert s.fit_batch == 2 and seen[:3] == [8, 4, 2]
     assert max(seen[3:]) == 2  # the second batch goes straight to the size that fit
     assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) for r, q in zip(got, reference) for a, b in zip(r, q))
     assert "out of GPU memory at batch size 8" in capsys.readouterr().err
 
-    s.forward_last = lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
+    s.forward = lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
     s.fit_batch = None
     with pytest.raises(torch.OutOfMemoryError):
         s.score(reqs[:1])

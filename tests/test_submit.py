@@ -140,3 +140,63 @@ def test_over_long_prompts_are_named_in_the_warning(tiny_model_dir, sample_dir, 
     assert cut and f"{len(cut)} item(s) had a prompt longer than {limit} tokens" in err
     assert "oldest conversation turns were left out" in err and all(i in err for i in cut)
     assert not any(i in err for i, n in lengths.items() if n <= limit)
+
+
+# ---------------------------------------------------------------- the mode a checkpoint was trained for
+@pytest.fixture
+def options_checkpoint(tiny_model_dir, tmp_path):
+    """The tiny checkpoint, recorded as trained for options mode (as stage 2 records it)."""
+    import shutil
+
+    from maerak import modes
+
+    path = tmp_path / "options-ckpt"
+    shutil.copytree(tiny_model_dir, path)
+    modes.write_record(path, "options")
+    return path
+
+
+def test_submit_scores_in_the_mode_the_checkpoint_was_trained_for(options_checkpoint, sample_dir, tmp_path):
+    out = tmp_path / "s.json"
+    assert run_submit(options_checkpoint, sample_dir / "test.json", out) == 0  # the sample profile says letters
+    assert json.loads((tmp_path / "s.probs.json").read_text(encoding="utf-8"))["mode"] == "options"
+    assert run_submit(options_checkpoint, sample_dir / "test.json", out, "--mode", "options") == 0  # repeating it is fine
+
+
+def test_a_contradicting_mode_is_a_one_line_error(options_checkpoint, sample_dir, tmp_path, capsys):
+    from pipeline.cli import run_verb
+
+    out = tmp_path / "s.json"
+    argv = ["--profile", "sample", "--model", str(options_checkpoint), "--input", str(sample_dir / "test.json"),
+            "--output", str(out), "--mode", "letters", "--quiet"]
+    assert run_verb("submit", argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("submit: --mode letters: ")
+    assert "trained for options mode" in err[0] and "maerak-mode.json" in err[0]
+    assert not out.exists() and not (tmp_path / "s.probs.json").exists()
+
+
+def test_a_checkpoint_without_a_record_falls_back_to_the_profile_with_a_warning(tiny_model_dir, sample_dir, tmp_path,
+                                                                               capsys):
+    out = tmp_path / "s.json"
+    assert run_submit(tiny_model_dir, sample_dir / "test.json", out) == 0
+    assert json.loads((tmp_path / "s.probs.json").read_text(encoding="utf-8"))["mode"] == "letters"
+    err = capsys.readouterr().err
+    assert f"warning: {tiny_model_dir}: no maerak-mode.json" in err and "the profile scoring.mode" in err
+
+
+def test_an_ensemble_of_checkpoints_trained_for_different_modes_is_refused(options_checkpoint, tiny_model_dir, tmp_path):
+    from maerak import modes
+    from maerak.errors import MaerakError
+
+    letters = tmp_path / "letters-ckpt"
+    letters.mkdir()
+    modes.write_record(letters, "letters")
+    with pytest.raises(MaerakError, match="different scoring modes"):
+        modes.checkpoint_mode([options_checkpoint, letters], None, "letters")
+    # one recorded, one not: the record decides, with a warning for the other
+    mode, warnings = modes.checkpoint_mode([options_checkpoint, tiny_model_dir], None, "letters")
+    assert mode is modes.OPTIONS_MODE and len(warnings) == 1 and "from the other checkpoints" in warnings[0]
+    (letters / modes.RECORD).write_text('{"mode": "logits"}', encoding="utf-8")
+    with pytest.raises(MaerakError, match="unknown scoring mode 'logits'"):
+        modes.read_record(letters)

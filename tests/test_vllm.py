@@ -17,13 +17,16 @@ else:
     pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make setup VLLM=1); `make test` runs this file there")
 
 from inference.backends import make_scorer
-from inference.scoring import ScoreCache, Scorer, build_requests, item_probs, orders_for
+from inference.scoring import ScoreCache, Scorer, item_probs
 from inference.vllm_backend import prefix_order
+from maerak.modes import LETTERS_MODE, OPTIONS_MODE
+from maerak.prompt import IDENTITY
 from maerak.schema import load_items
 from preprocessing import distill
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = ROOT / "models" / "gemma-3-270m"
+OPTIONS_TOL = 1e-3
 
 
 def sample_items(*splits: str):
@@ -63,20 +66,37 @@ def vllm_scorer(vllm_tiny_dir):
     scorer.close()
 
 
-def test_vllm_letter_logits_equal_transformers_on_dev_and_test_with_tta(vllm_tiny_dir, vllm_scorer):
+def letters(tta: str, items):
+    return LETTERS_MODE.requests(items, LETTERS_MODE.orders(tta))
+
+
+def test_vllm_letter_loglikelihoods_equal_transformers_on_dev_and_test_with_tta(vllm_tiny_dir, vllm_scorer):
     items = sample_items("dev", "test")
-    requests = build_requests(items, orders_for("all"))
+    requests = letters("all", items)
     ref = Scorer(vllm_tiny_dir, dtype="float32", batch_size=4, max_length=1024).score(requests)
     got = vllm_scorer.score(requests)
-    # Raw logits, not log-probs: the same numbers both backends cache (fp32 on both sides; only
-    # the kernels' summation order differs).
+    # Log-probabilities over the whole vocabulary, the numbers both backends cache (fp32 on both
+    # sides; only the kernels' summation order differs).
     assert max(abs(a - b) for r, g in zip(ref, got) for a, b in zip(r, g)) < 1e-4
     assert_same_answers(items, requests, ref, got, prob_tol=1e-4)
 
 
+def test_vllm_option_loglikelihoods_equal_transformers_on_dev_and_test(vllm_tiny_dir, vllm_scorer):
+    """Options mode through the same primitive: each option's summed token log-probabilities
+    (vLLM: prompt log-probs of context + option; transformers: the context's KV cache)."""
+    items = sample_items("dev", "test")
+    requests = OPTIONS_MODE.requests(items, [IDENTITY])
+    ref = Scorer(vllm_tiny_dir, dtype="float32", batch_size=4, max_length=1024).score(requests)
+    got = vllm_scorer.score(requests)
+    assert any(len(c) > 1 for r in requests for c in vllm_scorer.encode(r).continuations)
+    # sums of ~10-30 token log-probs each: float32 rounding adds up
+    assert max(abs(a - b) for r, g in zip(ref, got) for a, b in zip(r, g)) < OPTIONS_TOL
+    assert_same_answers(items, requests, ref, got, prob_tol=1e-3)
+
+
 def test_vllm_scores_resume_from_the_cache_and_keep_request_order(vllm_scorer, tmp_path):
     items = sample_items("dev")[:4]
-    requests = build_requests(items, orders_for("cyclic"))
+    requests = letters("cyclic", items)
     cache = ScoreCache(tmp_path / "c.jsonl")
     first = vllm_scorer.score(requests[:5], cache=cache)
     reread = ScoreCache(tmp_path / "c.jsonl")
@@ -93,8 +113,8 @@ def test_prefix_order_groups_prompts_that_share_a_prefix():
     prompts = [[1, 5, 9], [2, 1], [1, 5, 3], [2, 1, 0], [1, 4]]
     assert prefix_order(prompts) == [4, 2, 0, 1, 3]
     items = sample_items("dev")[:6]
-    reqs = build_requests(items, orders_for("all"))
-    order = prefix_order([list(r.prompt.encode()) for r in reqs])
+    reqs = letters("all", items)
+    order = prefix_order([list(r.context.encode()) for r in reqs])
     # each item's 6 option orders are neighbours, and items of one conversation follow each other
     ids = [reqs[i].item_id for i in order]
     assert all(len(set(ids[k:k + 6])) == 1 for k in range(0, len(ids), 6))
@@ -132,7 +152,7 @@ def test_profile_vllm_settings_reach_the_scorer_and_not_transformers(vllm_tiny_d
 @pytest.mark.skipif(not (EMBEDDED / "config.json").exists(), reason="no embedded model: ./run.sh model")
 def test_vllm_matches_transformers_on_the_embedded_model_over_sample_dev_and_test():
     items = sample_items("dev", "test")
-    requests = build_requests(items, orders_for("none"))
+    requests = letters("none", items)
     ref = Scorer(EMBEDDED, dtype="float32", batch_size=8, max_length=1024).score(requests)
     scorer = make_scorer(EMBEDDED, backend="vllm", dtype="float32", batch_size=8, max_length=1024)
     try:

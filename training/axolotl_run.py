@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from maerak import modes
 from maerak.errors import MaerakError, TrainError
 from maerak.files import rel_path
 from maerak.profiles import MERGED, Profile, resolve_profile
@@ -144,6 +145,7 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     check_inputs(profile, stage)
     out = profile.stage1_dir if stage == 1 else profile.stage2_dir
     out.mkdir(parents=True, exist_ok=True)
+    modes.clear_record(out)  # a mode record never outlives the weights it describes
     # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
     base = profile.base_model if stage == 1 else str(profile.merged_dir)
     last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base))
@@ -153,6 +155,8 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage == 2:
         ensure_final_checkpoint(out, profile.merged_dir)
+        if (trained := modes.prepared_mode(profile.prepared / "report.json")) is not None:
+            modes.write_record(out, trained)  # what submit scores it in (maerak/modes.py)
     resume.finish(out)
     return out
 
