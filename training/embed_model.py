@@ -56,6 +56,26 @@ def is_complete(path: Path) -> bool:
     return path.is_dir() and all((path / name).is_file() for name in REQUIRED)
 
 
+def unwritable_dir(target: Path) -> Path | None:
+    """The existing directory the build writes in (target's parent, or the nearest one that
+    exists) when this process may not write there; None when it may."""
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return None if os.access(parent, os.W_OK | os.X_OK) else parent
+
+
+def permission_error(directory: Path) -> MaerakError:
+    # In the image this is a bind mount owned by someone else (root, typically): the fix is
+    # on the host, so say which UID the directory must be writable by.
+    uid, gid = os.getuid(), os.getgid()
+    return MaerakError(
+        f"{directory}: not writable by UID {uid}, the user this runs as; make it writable by UID {uid} "
+        f"(a container volume: `chown -R {uid}:{gid}` its host directory, or build the image with "
+        f"--build-arg UID=/GID= of the directory's owner)"
+    )
+
+
 def gguf_package():
     """The installed GGUF package (found through the import system, not a site-packages path)."""
     try:
@@ -198,7 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads((target / BUILD_INFO).read_text(encoding="utf-8"))
         print(f"{target.relative_to(profile.root)} is complete; skipping (weights sha256 {info['weights_sha256']})")
         return 0
-    info = build(target)
+    if (blocked := unwritable_dir(target)) is not None:
+        raise permission_error(blocked)
+    try:
+        info = build(target)
+    except PermissionError as exc:  # where the build writes, below the directory checked above
+        where = Path(exc.filename or "/").parent
+        if not where.is_relative_to(target.parent):
+            raise
+        raise permission_error(where) from None
     print(
         f"built {target.relative_to(profile.root)}: {info['architecture']}, {info['parameters']:,} parameters, "
         f"{info['dtype']}, {info['weights_bytes'] / 1e6:.0f} MB in {info['build_seconds']} s"
