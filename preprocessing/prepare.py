@@ -402,7 +402,7 @@ def check_lengths(profile: Profile, cfg: SourcesConfig, report: Report, loaded: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh prepare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", help="sample or competition (default: auto)")
+    parser.add_argument("--profile", help="sample, official-cpu or competition (default: auto)")
     parser.add_argument("--config", help="sources file (default: the profile's `sources`)")
     parser.add_argument("--distill", dest="distill", action="store_true", default=None, help="run distillation (overrides sources.yml)")
     parser.add_argument("--no-distill", dest="distill", action="store_false")

@@ -59,7 +59,7 @@ def default_files(profile_name: str | None) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh validate", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="*", type=Path, help="files to check (default: the profile's train/dev/test)")
-    parser.add_argument("--profile", help="sample or competition (default: auto)")
+    parser.add_argument("--profile", help="sample, official-cpu or competition (default: auto)")
     args = parser.parse_args(argv)
     paths = args.files or default_files(args.profile)
     reports, errors = validate_files(paths)

@@ -63,7 +63,7 @@ def test_options_mode_rows_and_what_it_makes_of_the_orders(tmp_path, sample_dir)
     the report says so (not silently); the report records the mode."""
     shutil.copytree(sample_dir, tmp_path / "data")
     profile = Profile(name="t", root=tmp_path, settings={
-        "data_dir": "data", "base_model": "models/none", "sources": str(ROOT / "preprocessing" / "sources.yml"),
+        "data_dir": "data", "sources": str(ROOT / "preprocessing" / "sources.yml"),
         "scoring": {"mode": "options"}})
     report = prepare.run(profile, config.load_config(profile), progress=False)
     d = accounted(report)

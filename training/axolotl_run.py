@@ -188,7 +188,7 @@ def ensure_final_checkpoint(out: Path, base: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh train", description="Run an Axolotl stage on a profile.")
     parser.add_argument("--stage", type=int, choices=(1, 2), help="1: QLoRA (then merge), 2: full fine-tune")
-    parser.add_argument("--profile", help="sample or competition (default: auto, as every verb)")
+    parser.add_argument("--profile", help="sample, official-cpu or competition (default: auto, as every verb)")
     parser.add_argument("--gpus", type=int, default=1, help="N>1 launches through accelerate (+ DeepSpeed ZeRO-3)")
     parser.add_argument("--no-merge", action="store_true", help="stage 1: leave the LoRA unmerged")
     parser.add_argument("--merge-only", action="store_true", help=argparse.SUPPRESS)
