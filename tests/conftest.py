@@ -99,3 +99,20 @@ def sample_dir() -> Path:
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+def simulate_oom(scorer, fits: int) -> list[int]:
+    """Make `scorer.forward` raise CUDA out-of-memory for batches larger than `fits`; returns the
+    list of batch sizes it was called with (filled as the scorer runs)."""
+    import torch
+
+    real_forward, seen = scorer.forward, []
+
+    def small_gpu(batch):
+        seen.append(len(batch))
+        if len(batch) > fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(batch)
+
+    scorer.forward = small_gpu
+    return seen

@@ -15,6 +15,7 @@ from inference.scoring import Scorer, encode_request, item_probs
 from maerak.modes import OPTIONS_MODE
 from maerak.prompt import IDENTITY, OPTIONS_INSTRUCTION, option_row, render_context, response_ids
 from maerak.schema import load_items
+from tests.conftest import simulate_oom
 
 
 def brute_force(scorer: Scorer, context: list[int], option: list[int]) -> float:
@@ -65,21 +66,12 @@ def test_options_scorer_matches_a_forward_per_option(mixed_model_dir, sample_dir
 
 
 def test_out_of_memory_halves_an_options_batch_and_keeps_the_scores(tiny_model_dir, sample_dir):
-    import torch
 
     items, _ = load_items(sample_dir / "dev.json")
     requests = OPTIONS_MODE.requests(items[:4], [IDENTITY])
     reference = Scorer(tiny_model_dir, batch_size=1).score(requests)
     s = Scorer(tiny_model_dir, batch_size=4)
-    real_forward, seen = s.forward, []
-
-    def small_gpu(batch):
-        seen.append(len(batch))
-        if len(batch) > 1:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(batch)
-
-    s.forward = small_gpu
+    seen = simulate_oom(s, fits=1)
     got = s.score(requests)
     assert s.fit_batch == 1 and seen[:3] == [4, 2, 1]
     assert all(r == pytest.approx(q, rel=1e-5, abs=1e-5) for r, q in zip(got, reference))

@@ -21,6 +21,7 @@ from maerak.prompt import (
     render_prompt,
 )
 from maerak.schema import load_items
+from tests.conftest import simulate_oom
 
 
 @pytest.fixture(scope="module")
@@ -312,15 +313,7 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev
     reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
     reference = Scorer(tiny_model_dir, batch_size=2).score(reqs)
     s = Scorer(tiny_model_dir, batch_size=8)
-    real_forward, seen = s.forward, []
-
-    def small_gpu(batch):
-        seen.append(len(batch))
-        if len(batch) > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(batch)
-
-    s.forward = small_gpu
+    seen = simulate_oom(s, fits=2)
     got = s.score(reqs)
     assert s.fit_batch == 2 and seen[:3] == [8, 4, 2]
     assert max(seen[3:]) == 2  # the second batch goes straight to the size that fit
