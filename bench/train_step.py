@@ -1,4 +1,5 @@
-"""Training-step speed: standard causal-LM loss vs answer-position logits (training/answer_loss.py).
+"""Training-step speed: standard causal-LM loss vs answer-position logits (training/answer_loss.py),
+and float32 vs bfloat16 autocast.
 
 The embedded model, real stage-2 rows (`./run.sh prepare --profile sample` writes
 outputs/sample/prepared/stage2.jsonl) tokenized by Axolotl's alpaca strategy as training
@@ -9,11 +10,17 @@ round of each mode counts.
 
   standard  the model's own forward: logits at every position, loss on the trained ones
   answer    the same model with answer-position logits switched on
+  autocast  answer, with forward and backward under torch.autocast("cpu", bfloat16) and the
+            weights, gradients and AdamW states in float32 (what `bf16: true` plus
+            training.master_weights.Fp32MasterWeightsPlugin gives in Axolotl)
 
-A step is forward + backward (fwd+bwd) and then AdamW's update (step); the ratio printed is
-standard / answer. Target: fwd+bwd ratio >= 2.3 on the 2-core development machine.
+A step is forward + backward (fwd+bwd) and then AdamW's update (step); the ratios printed are
+standard / answer (target: fwd+bwd >= 2.3 on the 2-core development machine) and answer /
+autocast (target: step >= 1.6 on CPUs with AVX-512-BF16/AMX). --official-shape trains on
+options-mode rows of official-shape synthetic items (bench/official_shape.py: ~500-token
+conversations) in batches of 4, as official-cpu's stage 2 does, instead of --rows.
 
-  .venv/bin/python bench/train_step.py [--model DIR] [--rows FILE] [--batch-size N] [--steps N] [--rounds N]
+  .venv/bin/python bench/train_step.py [--model DIR] [--rows FILE | --official-shape] [--batch-size N] [--steps N] [--rounds N]
 """
 from __future__ import annotations
 
@@ -27,17 +34,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-MODES = ("standard", "answer")
+MODES = ("standard", "answer", "autocast")
 
 
-def tokenized_rows(rows_file: Path, tokenizer, count: int, sequence_len: int) -> list[dict]:
-    """The first `count` rows as Axolotl's alpaca strategy tokenizes them for training."""
+def tokenized_rows(rows_file: Path | None, tokenizer, count: int, sequence_len: int) -> list[dict]:
+    """The first `count` rows (of `rows_file`, or official-shape options-mode rows when None) as
+    Axolotl's alpaca strategy tokenizes them for training."""
     from axolotl.prompt_tokenizers import AlpacaPromptTokenizingStrategy
     from axolotl.prompters import AlpacaPrompter
 
     strategy = AlpacaPromptTokenizingStrategy(AlpacaPrompter("instruct"), tokenizer, False, sequence_len)
-    with open(rows_file, encoding="utf-8") as fh:
-        rows = [json.loads(line) for line, _ in zip(fh, range(count))]
+    if rows_file is None:
+        from bench.official_shape import synthetic_items
+        from maerak.prompt import option_row
+
+        rows = [option_row(it) for it in synthetic_items(tokenizer, -(-count // 3), 3)][:count]
+    else:
+        with open(rows_file, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line, _ in zip(fh, range(count))]
     if len(rows) < count:
         raise SystemExit(f"{rows_file}: {len(rows)} rows, the bench needs {count}")
     return [strategy.tokenize_prompt(row) for row in rows]
@@ -88,9 +102,10 @@ def child(args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
     model.train()
-    if args.mode == "answer":
+    if args.mode != "standard":
         enable(model)
-    rows = tokenized_rows(args.rows, tokenizer, args.batch_size * (args.steps + 1), args.sequence_len)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "autocast")
+    rows = tokenized_rows(None if args.official_shape else args.rows, tokenizer, args.batch_size * (args.steps + 1), args.sequence_len)
     batches = [collate(rows[i:i + args.batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), args.batch_size)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: every step sees the same weights
     base_rss = status_kib("VmRSS")
@@ -98,7 +113,8 @@ def child(args) -> dict:
     for batch in batches:
         reset_peak_rss()  # the peak of forward + backward alone (AdamW's own temporaries are the same in both modes)
         t0 = time.perf_counter()
-        loss = model(**batch).loss
+        with autocast:
+            loss = model(**batch).loss
         loss.backward()
         t1 = time.perf_counter()
         peaks.append(peak_rss_kib())
@@ -126,6 +142,8 @@ def run_child(args, mode: str) -> dict:
            "--batch-size", str(args.batch_size), "--steps", str(args.steps), "--sequence-len", str(args.sequence_len)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.official_shape:
+        cmd += ["--official-shape"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"bench child ({mode}) failed:\n{proc.stderr[-3000:]}")
@@ -141,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds of (standard, answer); the best of each counts")
     p.add_argument("--sequence-len", type=int, default=768, help="as in axolotl_configs/sample/stage2_full.yml")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--official-shape", action="store_true",
+                   help="options-mode rows of official-shape synthetic items instead of --rows")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", choices=MODES, dest="mode", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -150,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.model / "config.json").exists():
         print(f"no checkpoint at {args.model}: run `./run.sh model` first or pass --model DIR", file=sys.stderr)
         return 1
-    if not args.rows.is_file():
+    if not args.official_shape and not args.rows.is_file():
         print(f"{args.rows}: no stage-2 rows; run `./run.sh prepare --profile sample` first", file=sys.stderr)
         return 1
 
@@ -172,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     step_ratio = best["standard"]["step_s"] / best["answer"]["step_s"]
     print(f"ratio standard/answer: fwd+bwd {ratio:.2f}x (target >= 2.3), step with AdamW {step_ratio:.2f}x; "
           f"same losses: {same}; {args.batch_size} rows x {best['answer']['tokens_per_step'] / args.batch_size:.0f} tokens per step")
+    bf16_ratio = best["answer"]["step_s"] / best["autocast"]["step_s"]
+    loss_gap = max(abs(a - b) / abs(a) for a, b in zip(best["answer"]["losses"], best["autocast"]["losses"]))
+    print(f"ratio answer/autocast (float32 / bfloat16 autocast): step with AdamW {bf16_ratio:.2f}x (target >= 1.6: "
+          f"{'met' if bf16_ratio >= 1.6 else 'NOT met'}), fwd+bwd "
+          f"{best['answer']['fwd_bwd_s'] / best['autocast']['fwd_bwd_s']:.2f}x; largest relative loss difference {loss_gap:.1e}")
     if args.json:
         args.json.write_text(json.dumps({"best": best, "rounds": results, "ratio_fwd_bwd": ratio,
-                                         "ratio_step": step_ratio}, indent=1), encoding="utf-8")
+                                         "ratio_step": step_ratio, "ratio_bf16_step": bf16_ratio}, indent=1), encoding="utf-8")
     return 0
 
 

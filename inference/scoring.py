@@ -8,11 +8,15 @@ here knows a mode by name.
 
 The log-likelihood of a continuation is the sum over its tokens of log p(token | everything
 before it): each token's logit minus the log-sum-exp of all logits at its position (float32 on
-the model's side, the subtraction and the sum in float64). The context runs once per request,
-its last position predicting every continuation's first token; only continuations longer than
-one token need a second forward, which reads their other tokens on the context's KV cache
-(repeated per continuation), right-padded. Requests are batched by context length (left
-padding), and on CUDA out-of-memory the batch is halved (`Scorer.forward_fitting`).
+the model's side, the subtraction and the sum in float64). The requests' contexts share long
+prefixes (the alpaca preamble; a conversation, for all its items; an item's question, for all
+its option orders), so the scorer reads them as a token trie (`prefix_tree`): each node's tokens
+run once, batch 1 and unpadded, on its parent's KV cache, and the last position of a context
+predicts every continuation's first token. Only continuations longer than one token need a
+second forward, which reads their other tokens on the context's cache (repeated per
+continuation, right-padded, in pieces of `batch_size`; on CUDA out-of-memory the piece is
+halved, `Scorer.forward_fitting`). Nothing is padded between a prefix and what follows it, so
+sliding-window layers see what a full forward of the whole context would.
 
 Pure helpers (`average`, `combine`, `argmax_first`) take numbers and return numbers; `Scorer`
 is the model edge; `ScoreCache` is the resume edge (a JSONL file of log-likelihoods keyed by
@@ -20,6 +24,7 @@ item id + model fingerprint + mode key + order + hash of context and continuatio
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +37,9 @@ from maerak.prompt import fit_prompt
 from maerak.schema import Item
 
 ENSEMBLE_MODES = ("mean", "vote")
+# How the transformers scorer splits a context into forwards, in its fingerprint: numbers computed
+# another way differ in the last bits, so a cache from another scheme is not reused.
+SCHEME = "prefix-tree1"
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -180,11 +188,38 @@ def resolve_dtype(name: str, device: str):
     return dtype
 
 
-def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Length-sorted batches (longest first, so memory trouble shows at once); stable,
-    so the batching depends only on the requests, not on what the cache holds."""
-    idx = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
+@dataclass
+class Node:
+    """A run of context tokens shared by every request below it: `ends` are the requests whose
+    context stops after these tokens, `children` the runs that follow (each starts with another
+    token). Reading the tree depth first reads every shared prefix once."""
+
+    tokens: tuple[int, ...]
+    ends: list[int]
+    children: list[Node]
+
+    def requests(self) -> list[int]:
+        return self.ends + [i for c in self.children for i in c.requests()]
+
+
+def prefix_tree(contexts: Sequence[Sequence[int]], idx: Sequence[int] | None = None, start: int = 0) -> Node:
+    """The token trie of `contexts` (a radix tree: a node per run of tokens with no branch inside),
+    children ordered by their first token, so the tree depends only on the contexts. Each
+    context must be non-empty (BOS at least), and a node never has zero tokens except a root whose
+    contexts share no first token."""
+    idx = list(range(len(contexts))) if idx is None else list(idx)
+    if any(not contexts[i] for i in idx):
+        raise ValueError("an empty context has no position to predict its continuations from")
+    end = start
+    while all(len(contexts[i]) > end for i in idx) and len({contexts[i][end] for i in idx}) == 1:
+        end += 1
+    ends = [i for i in idx if len(contexts[i]) == end]
+    following: dict[int, list[int]] = {}
+    for i in idx:
+        if len(contexts[i]) > end:
+            following.setdefault(contexts[i][end], []).append(i)
+    children = [prefix_tree(contexts, following[t], end) for t in sorted(following)]
+    return Node(tuple(contexts[idx[0]][start:end]), ends, children)
 
 
 class Scorer:
@@ -214,7 +249,7 @@ class Scorer:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         self.fingerprint = hashlib.sha256(
-            f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}".encode()
+            f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}|{SCHEME}".encode()
         ).hexdigest()[:16]
         self.truncated: list[str] = []
         self.fit_batch: int | None = None  # set when a batch of `batch_size` ran out of GPU memory
@@ -225,72 +260,58 @@ class Scorer:
             self.truncated.append(req.item_id)
         return enc
 
-    def forward(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        """Each continuation's log-likelihood after its context, for a batch of encoded requests.
-        The contexts run once, left-padded, logits kept at the last position only (which predicts
-        every continuation's first token); longer continuations then read their other tokens in
-        one right-padded forward on the contexts' KV cache, repeated per continuation."""
+    def extend(self, tokens: Sequence[int], past):
+        """One tree node: `tokens` read after `past` (a KV cache, or None at the root), batch 1 and
+        unpadded, so every layer, a sliding-window one too, sees exactly what a full forward of the
+        whole context would. Returns the cache after them and the log-softmax inputs at their last
+        position (which predicts every continuation's first token): the float32 logits and their
+        log-sum-exp."""
         import torch
 
-        n, width = len(batch), max(len(e.context) for e in batch)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for r, e in enumerate(batch):
-            input_ids[r, width - len(e.context):] = torch.tensor(e.context, dtype=torch.long)
-            mask[r, width - len(e.context):] = 1
-        # Positions count real tokens only, so a padded row sees the positions it sees alone.
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        longer = [(r, c) for r, e in enumerate(batch) for c in e.continuations if len(c) > 1]
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
         with torch.inference_mode():
-            out = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=position_ids.to(self.device), logits_to_keep=1, use_cache=bool(longer))
-            last = out.logits[:, -1].float()
-            first = [last[r, [c[0] for c in e.continuations]].cpu().tolist() for r, e in enumerate(batch)]
-            lse = last.logsumexp(-1).cpu().tolist()
-            rest = self.forward_rest(out.past_key_values, mask, longer) if longer else []
-        lls = [[first[r][k] - lse[r] for k in range(len(e.continuations))] for r, e in enumerate(batch)]
-        cursor = iter(rest)
-        for r, e in enumerate(batch):
-            for k, c in enumerate(e.continuations):
-                if len(c) > 1:
-                    lls[r][k] += next(cursor)
-        return lls
+            out = self.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+        last = out.logits[0, -1].float()
+        return out.past_key_values, last, float(last.logsumexp(-1))
 
-    def forward_rest(self, cache, context_mask, rows: Sequence[tuple[int, Sequence[int]]]) -> list[float]:
-        """For each (context row, continuation): the summed log-likelihood of the continuation's
-        tokens after its first, read on the context's KV cache (inside `forward`'s inference mode)."""
+    def forward(self, cache, rows: Sequence[Sequence[int]]) -> list[float]:
+        """For continuations longer than one token: each row's summed log-likelihood of its tokens
+        after the first, read on (a copy of) `cache`, the context's KV cache, repeated per row and
+        right-padded (padding only after real tokens, so no layer's window shifts)."""
         import torch
 
-        pick = torch.tensor([r for r, _ in rows], dtype=torch.long)
-        cache.batch_select_indices(pick.to(self.device))
-        n, width = len(rows), max(len(c) - 1 for _, c in rows)
+        width, length = max(len(c) - 1 for c in rows), cache.get_seq_length()
+        n = len(rows)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         targets = torch.zeros((n, width), dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for k, (_, c) in enumerate(rows):
+        mask = torch.zeros((n, length + width), dtype=torch.long)
+        mask[:, :length] = 1
+        for k, c in enumerate(rows):
             ids[k, : len(c) - 1] = torch.tensor(list(c[:-1]), dtype=torch.long)
             targets[k, : len(c) - 1] = torch.tensor(list(c[1:]), dtype=torch.long)
-            mask[k, : len(c) - 1] = 1
-        full_mask = torch.cat([context_mask[pick], mask], dim=1)
-        positions = context_mask[pick].sum(-1, keepdim=True) + torch.arange(width)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=full_mask.to(self.device),
-                         position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
-        logits = out.logits.float()  # option token j + 1 is predicted at option token j
-        taken = logits.gather(-1, targets.to(self.device).unsqueeze(-1)).squeeze(-1).cpu().tolist()
-        lse = logits.logsumexp(-1).cpu().tolist()
-        return [sum(taken[k][j] - lse[k][j] for j in range(len(c) - 1)) for k, (_, c) in enumerate(rows)]
+            mask[k, length : length + len(c) - 1] = 1
+        repeated = copy.deepcopy(cache)
+        repeated.batch_select_indices(torch.zeros(n, dtype=torch.long, device=self.device))
+        positions = (length + torch.arange(width)).expand(n, width)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=positions.to(self.device), past_key_values=repeated, use_cache=True)
+            logits = out.logits.float()  # continuation token j + 1 is predicted at token j
+            taken = logits.gather(-1, targets.to(self.device).unsqueeze(-1)).squeeze(-1).cpu().tolist()
+            lse = logits.logsumexp(-1).cpu().tolist()
+        return [sum(taken[k][j] - lse[k][j] for j in range(len(c) - 1)) for k, c in enumerate(rows)]
 
-    def forward_fitting(self, batch: Sequence[Encoded]) -> list[list[float]]:
-        """forward in pieces that fit: on CUDA out-of-memory the batch is halved (and stays
-        halved for the rest of the run), down to one request, which must fit."""
+    def forward_fitting(self, cache, rows: Sequence[Sequence[int]]) -> list[float]:
+        """forward in pieces of at most `batch_size` rows that fit: on CUDA out-of-memory the piece
+        is halved (and stays halved for the rest of the run), down to one row, which must fit."""
         import torch
 
-        parts: list[list[float]] = []
+        parts: list[float] = []
         start = 0
-        while start < len(batch):
-            chunk = batch[start : start + (self.fit_batch or len(batch))]
+        while start < len(rows):
+            chunk = rows[start : start + (self.fit_batch or self.batch_size)]
             try:
-                parts += self.forward(chunk)
+                parts += self.forward(cache, chunk)
             except torch.OutOfMemoryError:
                 if len(chunk) == 1:
                     raise
@@ -303,23 +324,54 @@ class Scorer:
             start += len(chunk)
         return parts
 
+    def walk(self, node: Node, past, encoded: Sequence[Encoded]) -> dict[int, list[float]]:
+        """Log-likelihoods of the requests in `node`'s subtree, its tokens read once after `past`."""
+        cache, last, lse = self.extend(node.tokens, past)
+        results: dict[int, list[float]] = {}
+        for i in node.ends:
+            conts = encoded[i].continuations
+            row = [float(last[c[0]]) - lse for c in conts]
+            longer = [k for k, c in enumerate(conts) if len(c) > 1]
+            if longer:
+                for k, rest in zip(longer, self.forward_fitting(cache, [conts[k] for k in longer])):
+                    row[k] += rest
+            results[i] = row
+        for k, child in enumerate(node.children):
+            # the last child may extend the cache itself; the others read a copy (DynamicCache
+            # replaces its tensors on update, but its layers count what they hold)
+            results.update(self.walk(child, cache if k == len(node.children) - 1 else copy.deepcopy(cache), encoded))
+        return results
+
     def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
               on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
-        """Continuation log-likelihoods for every request. Batches whose requests are all cached are
-        skipped; each scored batch is appended to the cache before the next one starts."""
+        """Continuation log-likelihoods for every request, each shared context prefix read once
+        (`prefix_tree`). The work comes in units, the subtrees below the prefix every request
+        shares (in practice one conversation each, with all its items and option orders); a unit
+        whose requests are all cached is skipped, and each scored unit is appended to the cache
+        before the next starts. The units depend only on the requests, not on what the cache
+        holds, so a resumed run computes every number exactly as an uninterrupted one."""
         self.truncated = []
         encoded = [self.encode(r) for r in requests]
+        root = prefix_tree([e.context for e in encoded])
+        units = root.children if root.children and not root.ends else [root]
+        shared = None  # the root's cache, computed when the first unit below it needs scoring
         results: list[list[float] | None] = [None] * len(requests)
-        plan = buckets([len(e.context) for e in encoded], self.batch_size)
         done = 0
-        for b, idx in enumerate(plan):
+        for b, unit in enumerate(units):
+            idx = unit.requests()
             cached = [cache.get(self.fingerprint, requests[i]) if cache else None for i in idx]
             if all(c is not None for c in cached):
                 for i, c in zip(idx, cached):
                     results[i] = c
             else:
-                for i, row in zip(idx, self.forward_fitting([encoded[i] for i in idx])):
-                    results[i] = [float(x) for x in row]
+                if unit is root or not root.tokens:
+                    scored = self.walk(unit, None, encoded)
+                else:
+                    if shared is None:
+                        shared = self.extend(root.tokens, None)[0]
+                    scored = self.walk(unit, copy.deepcopy(shared), encoded)
+                for i in idx:
+                    results[i] = scored[i]
                 if cache is not None:
                     cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in idx])
             done += len(idx)

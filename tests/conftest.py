@@ -102,17 +102,17 @@ def fixtures_dir() -> Path:
 
 
 def simulate_oom(scorer, fits: int) -> list[int]:
-    """Make `scorer.forward` raise CUDA out-of-memory for batches larger than `fits`; returns the
-    list of batch sizes it was called with (filled as the scorer runs)."""
+    """Make `scorer.forward` (the continuation rows on a context's cache) raise CUDA out-of-memory
+    for more than `fits` rows; returns the row counts it was called with (filled as the scorer runs)."""
     import torch
 
     real_forward, seen = scorer.forward, []
 
-    def small_gpu(batch):
-        seen.append(len(batch))
-        if len(batch) > fits:
+    def small_gpu(cache, rows):
+        seen.append(len(rows))
+        if len(rows) > fits:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(batch)
+        return real_forward(cache, rows)
 
     scorer.forward = small_gpu
     return seen

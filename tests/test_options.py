@@ -2,9 +2,9 @@
 primitive with continuations longer than one token).
 
 Checked against a brute-force forward of context + option per option (no cache, no
-padding), batched across items (left-padded contexts, a full-attention layer, an ordinary
-pad token) and through the out-of-memory fallback, against Axolotl's tokenisation of the
-options-mode training row, and through `submit` (probabilities, ties, order-independence)."""
+padding; options right-padded on the shared-prefix cache, a full-attention layer, an ordinary
+pad token), against Axolotl's tokenisation of the options-mode training row, and through
+`submit` (probabilities, ties, order-independence). The out-of-memory fallback: test_scoring.py."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,6 @@ from inference.scoring import Scorer, encode_request, item_probs
 from maerak.modes import OPTIONS_MODE
 from maerak.prompt import IDENTITY, OPTIONS_INSTRUCTION, option_row, render_context, response_ids
 from maerak.schema import load_items
-from tests.conftest import simulate_oom
 
 
 def brute_force(scorer: Scorer, context: list[int], option: list[int]) -> float:
@@ -59,22 +58,9 @@ def test_options_scorer_matches_a_forward_per_option(mixed_model_dir, sample_dir
         options = [response_ids(scorer.tokenizer, c) for c in req.continuations]
         expected = [brute_force(scorer, context, o) for o in options]
         assert row == pytest.approx(expected, rel=1e-4, abs=1e-4)
-    # left padding (contexts of several lengths in a batch) and right padding (options of several
-    # token lengths) are both exercised
+    # contexts of several lengths and right padding (options of several token lengths) are exercised
     assert len({len(scorer.encode(r).context) for r in requests}) > 1
     assert any(len({len(response_ids(scorer.tokenizer, c)) for c in r.continuations}) > 1 for r in requests)
-
-
-def test_out_of_memory_halves_an_options_batch_and_keeps_the_scores(tiny_model_dir, sample_dir):
-
-    items, _ = load_items(sample_dir / "dev.json")
-    requests = OPTIONS_MODE.requests(items[:4], [IDENTITY])
-    reference = Scorer(tiny_model_dir, batch_size=1).score(requests)
-    s = Scorer(tiny_model_dir, batch_size=4)
-    seen = simulate_oom(s, fits=1)
-    got = s.score(requests)
-    assert s.fit_batch == 1 and seen[:3] == [4, 2, 1]
-    assert all(r == pytest.approx(q, rel=1e-5, abs=1e-5) for r, q in zip(got, reference))
 
 
 def test_options_scores_do_not_depend_on_option_order(tiny_model_dir, sample_dir):

@@ -108,12 +108,11 @@ def test_tta_averages_over_orders(dev_items):
         LETTERS_MODE.orders("some")
 
 
-# ---------------------------------------------------------------- batching
+# ---------------------------------------------------------------- the shared-prefix tree
 @pytest.fixture(scope="module")
 def mixed_model_dir(tiny_model_dir, tmp_path_factory):
-    """The tiny checkpoint with one sliding and one FULL attention layer. The shared fixture's
-    two layers are both sliding (window 64), so its last position never sees the left padding
-    of ~400-token prompts and a broken padding mask would go unnoticed."""
+    """The tiny checkpoint with one sliding and one FULL attention layer (window 64: far shorter
+    than the shared conversation prefix of ~400-token prompts)."""
     import torch
     from transformers import AutoConfig, AutoTokenizer, Gemma3ForCausalLM
 
@@ -127,40 +126,101 @@ def mixed_model_dir(tiny_model_dir, tmp_path_factory):
     return path
 
 
-def test_batched_scores_equal_unbatched_scores(mixed_model_dir, dev_items):
-    items = dev_items[:10]
-    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS[:2])
-    one = Scorer(mixed_model_dir, batch_size=1)
-    many = Scorer(mixed_model_dir, batch_size=7)
-    assert "full_attention" in one.model.config.layer_types
-    lengths = {len(one.encode(r).context) for r in reqs}
-    assert len(lengths) > 3, "prompts must differ in length so that batches are padded"
-    assert max(lengths) > one.model.config.sliding_window, "exercise the sliding-window layer too"
-    a = one.score(reqs)
-    b = many.score(reqs)
-    for ra, rb in zip(a, b):
-        assert ra == pytest.approx(rb, abs=1e-4)
-    # The pad token's embedding is zero in a fresh model, which can hide a broken mask;
-    # pad with an ordinary token instead: a correct mask makes the pad id irrelevant.
-    many.pad_id = one.tokenizer("화자1")["input_ids"][-1]
-    for ra, rb in zip(a, many.score(reqs)):
-        assert ra == pytest.approx(rb, abs=1e-4)
-    # a letter's log-likelihood is the log-softmax at the last position of the full forward pass
+@pytest.fixture(scope="module")
+def softcapped_model_dir(tmp_path_factory):
+    """A tiny Gemma-2: attention and final-logit soft-capping, alternating sliding (window 48) and
+    full layers, as gemma-2-9b-it has them."""
+    from conftest import build_tiny_tokenizer
+
+    from maerak.tiny_model import build_gemma2
+
+    tok = build_tiny_tokenizer()
+    model = build_gemma2(tok, {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+                               "sliding_window": 48, "attn_logit_softcapping": 50.0,
+                               "final_logit_softcapping": 30.0, "max_position_embeddings": 2048})
+    path = tmp_path_factory.mktemp("gemma2") / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def full_forward(scorer: Scorer, enc) -> list[float]:
+    """Each continuation's log-likelihood from one plain forward of context + continuation."""
     import torch
 
-    enc = one.encode(reqs[0])
+    out = []
+    for c in enc.continuations:
+        with torch.inference_mode():
+            logp = scorer.model(input_ids=torch.tensor([list(enc.context) + list(c)])).logits[0].float().log_softmax(-1)
+        out.append(float(sum(logp[len(enc.context) - 1 + j, t] for j, t in enumerate(c))))
+    return out
+
+
+@pytest.mark.parametrize("model", ["mixed_model_dir", "softcapped_model_dir"])
+@pytest.mark.parametrize("mode,tta", [(LETTERS_MODE, "all"), (OPTIONS_MODE, "none")])
+def test_the_shared_prefix_path_equals_a_full_forward_per_continuation(request, model, mode, tta, dev_items):
+    """Issue 17: each conversation's prefix is read once and every item's suffix and continuations
+    on its KV cache; the numbers must be a full forward's, on a model whose sliding window is far
+    shorter than the shared prefix, and on Gemma-2 with soft-capping."""
+    s = Scorer(request.getfixturevalue(model), batch_size=2)
+    conversation = dev_items[0].conversation
+    items = [it for it in dev_items if it.conversation == conversation] + [dev_items[-1]]
+    assert len(items) >= 3  # two or more items share the conversation; one does not
+    reqs = mode.requests(items, mode.orders(tta))
+    encoded = [s.encode(r) for r in reqs]
+    root = scoring.prefix_tree([e.context for e in encoded])
+    shared = root.children[0] if len(root.children) == 2 else None
+    assert shared is not None and len(root.tokens) + len(shared.tokens) > s.model.config.sliding_window
+    got = s.score(reqs)
+    for enc, row in zip(encoded, got):
+        assert row == pytest.approx(full_forward(s, enc), rel=1e-4, abs=1e-4)
+    if mode is OPTIONS_MODE:  # options of several token lengths: the continuation rows are right-padded
+        assert any(len({len(c) for c in e.continuations}) > 1 for e in encoded)
+        s.pad_id = s.tokenizer("화자1")["input_ids"][-1]  # an ordinary token: a correct mask makes it irrelevant
+        for again, row in zip(s.score(reqs), got):
+            assert again == pytest.approx(row, rel=1e-5, abs=1e-5)
+
+
+def test_the_prefix_tree_reads_each_shared_prefix_once(dev_items):
+    contexts = [(1, 5, 6, 7), (1, 5, 6, 8, 9), (1, 5, 2), (1, 5, 6, 8), (1, 3)]
+    root = scoring.prefix_tree(contexts)
+
+    def paths(node, before=()):
+        here = before + node.tokens
+        out = {i: here for i in node.ends}
+        for child in node.children:
+            assert child.tokens, "only the root may be empty"
+            out.update(paths(child, here))
+        return out
+
+    assert paths(root) == dict(enumerate(contexts))  # every context is its path, once
+    assert sorted(root.requests()) == list(range(len(contexts)))
+    assert root.tokens == (1,) and [c.tokens[0] for c in root.children] == [3, 5]  # ordered by token
+
+    def read(node):
+        return len(node.tokens) + sum(read(c) for c in node.children)
+
+    assert read(root) == 8  # 1 | 3 | 5 | 2 | 6 | 7 | 8 | 9: not the 18 of five forwards
+    assert scoring.prefix_tree(list(reversed(contexts))).tokens == root.tokens
+    with pytest.raises(ValueError, match="empty context"):
+        scoring.prefix_tree([(1, 2), ()])
+
+
+def test_a_letter_loglikelihood_is_the_log_softmax_at_the_last_prompt_position(mixed_model_dir, dev_items):
+    import torch
+
+    s = Scorer(mixed_model_dir)
+    req = LETTERS_MODE.request(dev_items[0], (1, 2, 0))
+    enc = s.encode(req)
     assert all(len(c) == 1 for c in enc.continuations)  # letters: one token each
     with torch.inference_mode():
-        logits = one.model(input_ids=torch.tensor([enc.context])).logits[0, -1].float()
+        logits = s.model(input_ids=torch.tensor([enc.context])).logits[0, -1].float()
     letters = [c[0] for c in enc.continuations]
-    assert a[0] == pytest.approx(logits.log_softmax(-1)[letters].tolist(), abs=1e-4)
+    row = s.score([req])[0]
+    assert row == pytest.approx(logits.log_softmax(-1)[letters].tolist(), abs=1e-4)
     # and the softmax over the three is the softmax over the three letter logits (the log-sum-exp cancels)
-    assert softmax(a[0]) == pytest.approx(softmax(logits[letters].tolist()), abs=1e-4)
-
-
-def test_buckets_are_length_sorted_and_cover_everything():
-    plan = scoring.buckets([5, 9, 1, 9, 3], 2)
-    assert plan == [[1, 3], [0, 4], [2]]
+    assert softmax(row) == pytest.approx(softmax(logits[letters].tolist()), abs=1e-4)
 
 
 def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options(scorer, dev_items):
@@ -238,38 +298,40 @@ class Interrupt(Exception):
 
 def test_resume_after_interruption_scores_only_what_is_missing(tiny_model_dir, dev_items, tmp_path):
     items = dev_items[:9]
-    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS)  # 27 requests, batches of 4 -> 7 batches
+    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS)  # 27 requests from 3+ conversations
     reference = Scorer(tiny_model_dir, batch_size=4).score(reqs)
 
     cache_path = tmp_path / "scores.jsonl"
     s = Scorer(tiny_model_dir, batch_size=4)
+    units = []
 
-    def stop_after_two(batch, done):
-        if batch == 1:
+    def stop_after_two(unit, done):
+        units.append(done)
+        if unit == 1:
             raise Interrupt
 
     with pytest.raises(Interrupt):
         s.score(reqs, cache=ScoreCache(cache_path), on_batch=stop_after_two)
     lines = cache_path.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 8
+    assert len(lines) == units[1] < len(reqs)  # two units (conversations) written, the rest not
     with open(cache_path, "a", encoding="utf-8") as fh:  # a torn write from a killed process
         fh.write('{"key": "x|y|012|')
 
-    forwarded = []
-    real_forward = s.forward
+    read = []
+    real_extend = s.extend
 
-    def counting(batch):
-        forwarded.append(len(batch))
-        return real_forward(batch)
+    def counting(tokens, past):
+        read.append(len(tokens))
+        return real_extend(tokens, past)
 
-    s.forward = counting
+    s.extend = counting
     resumed = s.score(reqs, cache=ScoreCache(cache_path))
-    assert sum(forwarded) == len(reqs) - 8  # cached requests were not re-scored
-    assert resumed == reference  # exactly, not approximately
+    assert read and sum(read) < sum(len(s.encode(r).context) for r in reqs[units[1]:])  # only what was missing
+    assert resumed == reference  # exactly, not approximately: the units do not depend on the cache
 
-    forwarded.clear()
+    read.clear()
     again = s.score(reqs, cache=ScoreCache(cache_path))
-    assert forwarded == [] and again == reference
+    assert read == [] and again == reference
 
 
 def test_cache_is_keyed_by_model_mode_order_and_prompt(dev_items, tmp_path):
@@ -304,23 +366,23 @@ def test_probabilities_are_a_softmax_over_the_three_loglikelihoods():
     assert p[0] / p[1] == pytest.approx(math.e)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_the_scores(tiny_model_dir, dev_items, capsys):
-    """Issue 8: submit must fit the GPU it gets. A batch that runs out of memory is split in halves
-    (and later batches use the size that fit); the scores are those of the smaller batches."""
+def test_out_of_memory_halves_the_continuation_rows_and_keeps_the_scores(tiny_model_dir, dev_items, capsys):
+    """Issue 8: submit must fit the GPU it gets. The continuation rows read on a context's cache
+    (options mode) go in pieces of `batch_size`; a piece that runs out of memory is halved (and
+    later pieces use the size that fit); the scores are those of the smaller pieces."""
     import torch
 
-    items = dev_items[:6]
-    reqs = LETTERS_MODE.requests(items, CYCLIC_ORDERS[:2])  # 12 requests, batches of 8
-    reference = Scorer(tiny_model_dir, batch_size=2).score(reqs)
-    s = Scorer(tiny_model_dir, batch_size=8)
-    seen = simulate_oom(s, fits=2)
+    reqs = OPTIONS_MODE.requests(dev_items[:3], [(0, 1, 2)])
+    reference = Scorer(tiny_model_dir, batch_size=1).score(reqs)
+    s = Scorer(tiny_model_dir, batch_size=3)
+    seen = simulate_oom(s, fits=1)
     got = s.score(reqs)
-    assert s.fit_batch == 2 and seen[:3] == [8, 4, 2]
-    assert max(seen[3:]) == 2  # the second batch goes straight to the size that fit
+    assert s.fit_batch == 1 and seen[:2] == [3, 1]  # three option rows, halved to one
+    assert max(seen[3:]) == 1  # later rows go straight to the size that fit
     assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) for r, q in zip(got, reference) for a, b in zip(r, q))
-    assert "out of GPU memory at batch size 8" in capsys.readouterr().err
+    assert "out of GPU memory at batch size 3" in capsys.readouterr().err
 
-    s.forward = lambda batch: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
+    s.forward = lambda cache, rows: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
     s.fit_batch = None
     with pytest.raises(torch.OutOfMemoryError):
         s.score(reqs[:1])

@@ -45,10 +45,11 @@ def test_dev_predictions_overwrite_labels(tiny_model_dir, sample_dir, tmp_path):
     assert all({**p, "output": 0} == {**d, "output": 0} for p, d in zip(pred, dev))
 
 
-def test_two_runs_give_identical_bytes(tiny_model_dir, sample_dir, tmp_path):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])  # official-cpu scores in bfloat16 (issue 17)
+def test_two_runs_give_identical_bytes(tiny_model_dir, sample_dir, tmp_path, dtype):
     a, b = tmp_path / "a" / "s.json", tmp_path / "b" / "s.json"
-    assert run_submit(tiny_model_dir, sample_dir / "test.json", a, "--no-cache", "--tta", "cyclic") == 0
-    assert run_submit(tiny_model_dir, sample_dir / "test.json", b, "--no-cache", "--tta", "cyclic") == 0
+    for out in (a, b):
+        assert run_submit(tiny_model_dir, sample_dir / "test.json", out, "--no-cache", "--tta", "cyclic", "--dtype", dtype) == 0
     assert a.read_bytes() == b.read_bytes()
     assert (a.parent / "s.probs.json").read_bytes() == (b.parent / "s.probs.json").read_bytes()
     assert not (a.parent / "s.cache.jsonl").exists()

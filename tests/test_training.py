@@ -234,3 +234,43 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
     assert submit_main(["--profile", "sample", "--model", str(out), "--input", str(test_file),
                         "--output", str(submission), "--quiet"]) == 0
     assert check_main(["--submission", str(submission), "--test", str(test_file)]) == 0
+
+
+def test_fp32_master_weights_plugin_keeps_float32_weights_under_bf16(tmp_path, tiny_model_copy, sample_dir, capsys):
+    """Issue 17: `bf16: true` loads the model in bf16 (Axolotl's torch_dtype) and turns on the
+    Trainer's bf16 autocast; the plugin casts the weights back to float32 after loading, so
+    AdamW updates float32 weights and the checkpoint is float32, while the matmuls run in bf16."""
+    from safetensors import safe_open
+
+    from maerak.prompt import alpaca_row
+    from maerak.schema import load_items
+
+    profile = Profile(name="tiny", settings={"axolotl_configs": "axolotl_configs/tiny", "offline": True}, root=tmp_path)
+    plugins = ["training.answer_loss.AnswerLossPlugin", "training.master_weights.Fp32MasterWeightsPlugin"]
+    write_stage_configs(profile, {**_tiny_stage2(), "bf16": True, "plugins": plugins, "save_safetensors": True}, None,
+                        base_model="model")
+    items, _ = load_items(sample_dir / "train.json", require_labels=True)
+    atomic_write_jsonl(profile.prepared / "stage1.jsonl", [alpaca_row(it) for it in items[:4]])
+    ar.train(profile, 1)
+    log = capsys.readouterr().out
+    assert "float32 master weights:" in log and "tensors cast to float32" in log
+    files = list(profile.stage1_dir.glob("*.safetensors"))
+    assert files
+    with safe_open(str(files[0]), "pt") as fh:
+        dtypes = {str(fh.get_tensor(k).dtype) for k in fh.keys()}
+    assert dtypes == {"torch.float32"}
+
+
+def test_fp32_master_weights_plugin_casts_and_refuses_what_it_cannot_keep():
+    import torch
+    from axolotl.utils.dict import DictDefault
+
+    from training.master_weights import Fp32MasterWeightsPlugin
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)).to(torch.bfloat16)
+    Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": True}), model)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="quantized model"):
+        Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": True, "load_in_4bit": True}), model)
+    with pytest.raises(ValueError, match="needs `bf16: true`"):
+        Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": False}), model)
