@@ -95,20 +95,23 @@ def test_interrupted_submit_resumes_to_the_same_bytes(tiny_model_dir, sample_dir
     class Killed(Exception):
         pass
 
-    def die(batch, done):
-        if batch == 2:
+    written = []
+
+    def die(unit, done):  # a unit is a conversation with all its items
+        written.append(done)
+        if unit == 2:
             raise Killed
 
     with pytest.raises(Killed):
         run_submit(tiny_model_dir, sample_dir / "test.json", out, on_batch=die)
     assert not out.exists()  # no partial submission
     cache = out.parent / "s.cache.jsonl"
-    assert len(cache.read_text(encoding="utf-8").splitlines()) == 12  # 3 batches of 4
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == written[-1] < 20  # 3 conversations' items
 
     seen = []
     assert run_submit(tiny_model_dir, sample_dir / "test.json", out, on_batch=lambda b, d: seen.append(b)) == 0
     assert out.read_bytes() == fresh.read_bytes()
-    assert len(cache.read_text(encoding="utf-8").splitlines()) == 20  # only the missing 8 were added
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 20  # only the missing items were added
 
 
 def test_ensemble_of_two_checkpoints(tiny_model_dir, sample_dir, tmp_path):
