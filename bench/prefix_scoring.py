@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "ratio": best["per-item"] / best["shared"],
                                    "same_decisions": sum(a[i] == b[i] for i in a), "max_abs_ll_diff": diff}
             picks[(name, dtype)] = b
+            r = rows[(name, dtype)]
+            print(f"  {name}, {dtype}: per-item {r['per-item']:.1f} s, shared {r['shared']:.1f} s", file=sys.stderr, flush=True)
         scorer.close()
 
     tokens = [len(tok(OPTIONS_MODE.request(it).context)["input_ids"]) for it in cases["options"][2]]
