@@ -30,26 +30,22 @@
 #
 # Secrets: none at build time. Pass HF_TOKEN at run time (`docker run -e HF_TOKEN`)
 # and only for the competition profile (gated google/gemma-2-9b-it).
-FROM pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime@sha256:6acf597eeb8e376a96580dde4952f37cc017fef732bb40bfc73f28f25e3f64b4
+#
+# BASE: the one line that differs between builds. Users build on the pinned CUDA
+# base (the default); `make image-test` on a machine that cannot pull it builds
+# on a CPU stand-in (image/standin_base.sh: Debian 12 + torch 2.13.0 CPU) with
+# --build-arg BASE=... — the same file, nothing else changed.
+ARG BASE=docker.io/pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime@sha256:6acf597eeb8e376a96580dde4952f37cc017fef732bb40bfc73f28f25e3f64b4
+FROM ${BASE}
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-
-ARG UID=1000
-ARG GID=1000
-# Recorded in manifests written inside the container (the image has no .git).
-ARG GIT_COMMIT=unknown
-
-LABEL org.opencontainers.image.title="maerak" \
-      org.opencontainers.image.description="NIKL 2024 대화 맥락 추론 (나 유형): Axolotl QLoRA + full fine-tune of gemma-2-9b-it, reproducible" \
-      org.opencontainers.image.revision="${GIT_COMMIT}"
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_BREAK_SYSTEM_PACKAGES=1 \
-    HF_HOME=/cache/huggingface \
-    MAERAK_GIT_COMMIT=${GIT_COMMIT}
+    HF_HOME=/cache/huggingface
 # (run.sh sets AXOLOTL_DO_NOT_TRACK and the tokenizers' parallelism itself.)
 
 WORKDIR /workspace
@@ -64,27 +60,38 @@ RUN DS_BUILD_OPS=0 python3 -m pip install --no-cache-dir --no-deps -r /workspace
     && python3 -c "import sys, torch; v = torch.__version__.split('+')[0]; assert v == '2.13.0', f'base torch {torch.__version__} != 2.13.0 (requirements.lock)'; print(sys.version, torch.__version__, torch.version.cuda)" \
     && python3 -c "import deepspeed; print('deepspeed', deepspeed.__version__)"
 
-# A non-root user. Ubuntu 24.04 bases already have `ubuntu` with UID 1000: it
-# is removed so that UID/GID (default 1000, usually the host user who owns the
-# bind-mounted data/, models/, outputs/) belong to `maerak`.
-RUN if id -u ubuntu >/dev/null 2>&1; then userdel --remove ubuntu 2>/dev/null || true; fi \
-    && if getent group ubuntu >/dev/null; then groupdel ubuntu; fi \
-    && groupadd --gid "${GID}" maerak \
-    && useradd --uid "${UID}" --gid "${GID}" --create-home --shell /bin/bash maerak \
+# The user the container runs as: UID/GID (default 1000) should be the host user
+# who owns the bind-mounted data/, models/, outputs/. Declared after the
+# dependency layer so that other values do not reinstall the lock. A UID or GID
+# the base already has (Ubuntu's `ubuntu` is 1000; root is 0) is used as it is:
+# only a missing group or user is created, and ownership is numeric throughout.
+ARG UID=1000
+ARG GID=1000
+RUN if ! getent group "${GID}" >/dev/null; then groupadd --gid "${GID}" maerak; fi \
+    && if ! getent passwd "${UID}" >/dev/null; then useradd --uid "${UID}" --gid "${GID}" --create-home --shell /bin/bash maerak; fi \
     && mkdir -p /cache/huggingface /workspace/data /workspace/models /workspace/outputs \
-    && chown -R maerak:maerak /cache /workspace
+    && chown -R "${UID}:${GID}" /cache /workspace \
+    && echo "runs as $(getent passwd "${UID}" | cut -d: -f1) (${UID}:${GID}), home $(getent passwd "${UID}" | cut -d: -f6)"
 
 # The project code (the repository root is /workspace, so profiles.yml's
 # relative paths work). Licensed data, models and outputs are not in the
 # image: .dockerignore keeps them out, the volumes below bring them in.
-COPY --chown=maerak:maerak run.sh profiles.yml requirements.in Makefile /workspace/
-COPY --chown=maerak:maerak maerak /workspace/maerak
-COPY --chown=maerak:maerak pipeline /workspace/pipeline
-COPY --chown=maerak:maerak preprocessing /workspace/preprocessing
-COPY --chown=maerak:maerak training /workspace/training
-COPY --chown=maerak:maerak inference /workspace/inference
-COPY --chown=maerak:maerak axolotl_configs /workspace/axolotl_configs
-COPY --chown=maerak:maerak data/sample /workspace/data/sample
+COPY --chown=${UID}:${GID} run.sh profiles.yml requirements.in Makefile /workspace/
+COPY --chown=${UID}:${GID} maerak /workspace/maerak
+COPY --chown=${UID}:${GID} pipeline /workspace/pipeline
+COPY --chown=${UID}:${GID} preprocessing /workspace/preprocessing
+COPY --chown=${UID}:${GID} training /workspace/training
+COPY --chown=${UID}:${GID} inference /workspace/inference
+COPY --chown=${UID}:${GID} axolotl_configs /workspace/axolotl_configs
+COPY --chown=${UID}:${GID} data/sample /workspace/data/sample
+
+# Recorded in manifests written inside the container (the image has no .git).
+# Last, so that a new commit rebuilds only what follows the code copies.
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.title="maerak" \
+      org.opencontainers.image.description="NIKL 2024 대화 맥락 추론 (나 유형): Axolotl QLoRA + full fine-tune of gemma-2-9b-it, reproducible" \
+      org.opencontainers.image.revision="${GIT_COMMIT}"
+ENV MAERAK_GIT_COMMIT=${GIT_COMMIT}
 
 # Numeric, so that the host resolves it (files in the volumes are owned by UID:GID).
 USER ${UID}:${GID}
