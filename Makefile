@@ -92,3 +92,11 @@ lint: $(STAMP) ## ruff and hadolint
 
 clean: ## remove outputs (keeps .venv, models and data)
 	rm -rf outputs/*
+
+# --- the image (image/README.md). Docker when its daemon answers, else Podman. ---
+.PHONY: image image-test
+image: ## build the image (IMAGE=maerak; BASE=...; on the CPU stand-in when the pinned base cannot be pulled)
+	nice -n 10 image/build.sh
+
+image-test: $(STAMP) ## build the image and run model, reproduce (sample) and verify in it; submission == host's
+	nice -n 10 image/test.sh
