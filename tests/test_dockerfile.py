@@ -188,3 +188,29 @@ def test_every_python_package_of_the_repository_is_copied(parser):
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests"}
     assert {"maerak", "pipeline"} <= packages
     assert packages <= copied, f"not copied into the image: {sorted(packages - copied)}"
+
+
+# --- layer order and the base: what makes `make image` cheap after a code change (image/README.md) ---
+def test_build_args_that_change_per_commit_or_user_come_after_the_dependency_layer(parser):
+    """A new GIT_COMMIT (every commit) or UID/GID must not invalidate the ~4 GB pip layer above them."""
+    structure = parser.structure
+    lock_run = next(i for i, ins in enumerate(structure) if ins["instruction"] == "RUN" and "requirements.lock" in ins["value"])
+    for k, ins in enumerate(structure):
+        if ins["instruction"] == "ARG" and re.match(r"(GIT_COMMIT|UID|GID)\b", ins["value"]) \
+                or ins["instruction"] == "LABEL" or (ins["instruction"] == "ENV" and "GIT_COMMIT" in ins["value"]):
+            assert k > lock_run, f"line {ins['startline'] + 1}: {ins['content'].strip()} precedes the dependency RUN"
+
+
+def test_from_is_the_base_build_arg_and_the_scripts_read_the_same_default(parser):
+    froms = _values(parser, "FROM")
+    assert froms == ["${BASE}"], froms
+    proc = subprocess.run(["bash", "-c", "source image/engine.sh && pinned_base"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30, env={"MAERAK_ENGINE": "podman", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == parser.parent_images[0]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "image").glob("*.sh")))
+def test_image_scripts_parse(script):
+    proc = subprocess.run(["bash", "-n", str(ROOT / "image" / script)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
