@@ -1,0 +1,92 @@
+"""The ORPO stage's trainer: Axolotl's ORPO trainer, tokenized as the scorer reads and with logits
+only at the completion positions.
+
+Named from a stage YAML with `rl: orpo`:
+
+    trainer_cls: training.orpo_trainer.AnswerORPOTrainer
+
+Axolotl builds it in place of `AxolotlORPOTrainer` (axolotl/core/builders/rl.py `_get_trainer_cls`),
+with the same arguments; everything not below is TRL's ORPO (trl/experimental/orpo/orpo_trainer.py):
+loss = NLL(chosen) - alpha * mean(log sigmoid(log odds(chosen) - log odds(rejected))), each
+sequence's log-probability the MEAN over its completion tokens, alpha = the YAML's `orpo_alpha`.
+
+What differs from TRL (training/README.md, "The ORPO stage", lists these):
+- Tokens. TRL tokenizes `prompt + answer` as one string and splits it where the prompt's tokens
+  end. Here the prompt is tokenized on its own with BOS (`tokenizer(prompt)`, how the scorer
+  tokenizes a context, inference/scoring.py) and each answer on its own, BOS stripped, EOS added
+  (`maerak.prompt.response_ids`, how the scorer and Axolotl's alpaca rows tokenize a continuation):
+  the pair is trained on exactly the token sequence submit scores.
+- The NLL term covers the chosen COMPLETION's tokens (its answer and EOS), as in the ORPO paper;
+  TRL 1.9 takes it over every attended token of prompt + chosen.
+- Logits only where a completion token is predicted (transformers' `logits_to_keep`, so the
+  model's own head and Gemma's final-logit softcapping run on those rows only): the prompt's
+  ~500 positions never go through the 262k-row vocabulary head. Same numbers as the full-logits
+  path for the positions kept (tests/test_orpo.py checks the loss against TRL's own formula).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from axolotl.core.trainers.trl import AxolotlORPOTrainer
+
+from maerak.prompt import response_ids
+
+IGNORE_INDEX = -100
+
+
+def tokenize_pair(tokenizer, prompt: str, chosen: str, rejected: str, max_length: int | None = None) -> dict[str, list[int]]:
+    """One preference row as TRL's ORPO collator takes it (prompt_*, chosen_*, rejected_* keys):
+    prompt ids = tokenizer(prompt) (BOS first), completion ids = response_ids(answer) + EOS."""
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    out: dict[str, list[int]] = {"prompt_input_ids": prompt_ids, "prompt_attention_mask": [1] * len(prompt_ids)}
+    for key, text in (("chosen", chosen), ("rejected", rejected)):
+        answer = response_ids(tokenizer, text) + [tokenizer.eos_token_id]
+        ids = prompt_ids + answer
+        if max_length is not None and len(ids) > max_length:
+            raise ValueError(f"preference row of {len(ids)} tokens is over max_length {max_length} "
+                             "(prepare checks rows against sequence_len; this one slipped past it)")
+        out[f"{key}_input_ids"] = ids
+        out[f"{key}_attention_mask"] = [1] * len(ids)
+        out[f"{key}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + answer
+    return out
+
+
+def completion_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of `targets` (IGNORE_INDEX where nothing is trained, set to 0)
+    and the mask of trained tokens. `logits` [rows, k, vocab], `targets` [rows, k]."""
+    mask = targets != IGNORE_INDEX
+    safe = torch.where(mask, targets, 0)
+    logps = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return logps * mask, mask
+
+
+class AnswerORPOTrainer(AxolotlORPOTrainer):
+    """TRL's ORPO with the scorer's tokenization, completion-only NLL and completion-only logits."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # A line in the training log, so a run shows that the trainer Axolotl built is this one.
+        print(f"ORPO: {type(self).__name__}, alpha {self.beta}; completion-only logits and NLL", flush=True)
+
+    def tokenize_row(self, feature: dict[str, Any], model=None) -> dict:
+        return tokenize_pair(self.processing_class, feature["prompt"], feature["chosen"], feature["rejected"],
+                             self.max_length)
+
+    def concatenated_forward(self, model, batch: dict[str, Any]):
+        cat = self.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=self.padding_value,
+                                       device=self.accelerator.device)
+        n_chosen = batch["chosen_labels"].shape[0]
+        labels = cat["concatenated_labels"]
+        targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # the token each position predicts
+        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+        kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
+        outputs = model(cat["concatenated_input_ids"], attention_mask=cat["concatenated_attention_mask"],
+                        use_cache=False, logits_to_keep=keep, **kwargs)
+        logits = outputs.logits  # [2B, len(keep), vocab]
+        logps, mask = completion_logps(logits, targets[:, keep])
+        per_row = logps.sum(-1) / mask.sum(-1).clamp(min=1)  # TRL's average_log_prob=True
+        nll = -logps[:n_chosen].sum() / mask[:n_chosen].sum().clamp(min=1)  # the chosen completions' tokens
+        out = (per_row[:n_chosen], per_row[n_chosen:], logits[:n_chosen], logits[n_chosen:], nll)
+        return (*out, outputs.aux_loss) if self.aux_loss_enabled else out
