@@ -31,26 +31,7 @@ import torch
 import torch.nn.functional as F
 from axolotl.core.trainers.trl import AxolotlORPOTrainer
 
-from maerak.prompt import response_ids
-
-IGNORE_INDEX = -100
-
-
-def tokenize_pair(tokenizer, prompt: str, chosen: str, rejected: str, max_length: int | None = None) -> dict[str, list[int]]:
-    """One preference row as TRL's ORPO collator takes it (prompt_*, chosen_*, rejected_* keys):
-    prompt ids = tokenizer(prompt) (BOS first), completion ids = response_ids(answer) + EOS."""
-    prompt_ids = list(tokenizer(prompt)["input_ids"])
-    out: dict[str, list[int]] = {"prompt_input_ids": prompt_ids, "prompt_attention_mask": [1] * len(prompt_ids)}
-    for key, text in (("chosen", chosen), ("rejected", rejected)):
-        answer = response_ids(tokenizer, text) + [tokenizer.eos_token_id]
-        ids = prompt_ids + answer
-        if max_length is not None and len(ids) > max_length:
-            raise ValueError(f"preference row of {len(ids)} tokens is over max_length {max_length} "
-                             "(prepare checks rows against sequence_len; this one slipped past it)")
-        out[f"{key}_input_ids"] = ids
-        out[f"{key}_attention_mask"] = [1] * len(ids)
-        out[f"{key}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + answer
-    return out
+from maerak.prompt import IGNORE_INDEX, preference_ids
 
 
 def completion_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +52,7 @@ class AnswerORPOTrainer(AxolotlORPOTrainer):
         print(f"ORPO: {type(self).__name__}, alpha {self.beta}; completion-only logits and NLL", flush=True)
 
     def tokenize_row(self, feature: dict[str, Any], model=None) -> dict:
-        return tokenize_pair(self.processing_class, feature["prompt"], feature["chosen"], feature["rejected"],
+        return preference_ids(self.processing_class, feature["prompt"], feature["chosen"], feature["rejected"],
                              self.max_length)
 
     def concatenated_forward(self, model, batch: dict[str, Any]):
