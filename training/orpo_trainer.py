@@ -43,6 +43,32 @@ def completion_logps(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch
     return logps * mask, mask
 
 
+def pair_forward(model, cat: dict[str, torch.Tensor], n_chosen: int, **kwargs: Any):
+    """One forward over TRL's concatenated batch (`concatenated_inputs`: the chosen rows, then the
+    rejected ones) with logits only at the positions that predict a completion token. Returns each
+    row's mean completion log-probability (TRL's `average_log_prob=True`), the kept logits, the
+    NLL of the chosen completions' tokens, and the model's output."""
+    labels = cat["concatenated_labels"]
+    targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # the token each position predicts
+    keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    outputs = model(cat["concatenated_input_ids"], attention_mask=cat["concatenated_attention_mask"],
+                    use_cache=False, logits_to_keep=keep, **kwargs)
+    logps, mask = completion_logps(outputs.logits, targets[:, keep])
+    per_row = logps.sum(-1) / mask.sum(-1).clamp(min=1)
+    nll = -logps[:n_chosen].sum() / mask[:n_chosen].sum().clamp(min=1)
+    return per_row, outputs.logits, nll, outputs
+
+
+def orpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, nll: torch.Tensor, alpha: float) -> torch.Tensor:
+    """TRL's ORPO objective (`odds_ratio_loss`, `get_batch_loss_metrics`) on mean log-probabilities:
+    NLL - alpha * mean log sigmoid(log odds(chosen) - log odds(rejected)), odds = p / (1 - p)."""
+    from trl.experimental.orpo.orpo_trainer import log1mexp
+
+    c, r = chosen_logps.float(), rejected_logps.float()
+    log_odds = (c - r) - (log1mexp(c) - log1mexp(r))
+    return nll - alpha * F.logsigmoid(log_odds).mean()
+
+
 class AnswerORPOTrainer(AxolotlORPOTrainer):
     """TRL's ORPO with the scorer's tokenization, completion-only NLL and completion-only logits."""
 
@@ -53,21 +79,13 @@ class AnswerORPOTrainer(AxolotlORPOTrainer):
 
     def tokenize_row(self, feature: dict[str, Any], model=None) -> dict:
         return preference_ids(self.processing_class, feature["prompt"], feature["chosen"], feature["rejected"],
-                             self.max_length)
+                              self.max_length)
 
     def concatenated_forward(self, model, batch: dict[str, Any]):
         cat = self.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=self.padding_value,
                                        device=self.accelerator.device)
-        n_chosen = batch["chosen_labels"].shape[0]
-        labels = cat["concatenated_labels"]
-        targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]  # the token each position predicts
-        keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+        n = batch["chosen_labels"].shape[0]
         kwargs = {"output_router_logits": True} if self.aux_loss_enabled else {}
-        outputs = model(cat["concatenated_input_ids"], attention_mask=cat["concatenated_attention_mask"],
-                        use_cache=False, logits_to_keep=keep, **kwargs)
-        logits = outputs.logits  # [2B, len(keep), vocab]
-        logps, mask = completion_logps(logits, targets[:, keep])
-        per_row = logps.sum(-1) / mask.sum(-1).clamp(min=1)  # TRL's average_log_prob=True
-        nll = -logps[:n_chosen].sum() / mask[:n_chosen].sum().clamp(min=1)  # the chosen completions' tokens
-        out = (per_row[:n_chosen], per_row[n_chosen:], logits[:n_chosen], logits[n_chosen:], nll)
+        per_row, logits, nll, outputs = pair_forward(model, cat, n, **kwargs)
+        out = (per_row[:n], per_row[n:], logits[:n], logits[n:], nll)
         return (*out, outputs.aux_loss) if self.aux_loss_enabled else out
