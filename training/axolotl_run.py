@@ -151,11 +151,11 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     path, cfg = stage_config(profile, stage)
     check_plugins(cfg, path)
     check_inputs(profile, stage)
-    out = {1: profile.stage1_dir, 2: profile.stage2_dir}[stage] if stage < 3 else profile.stage3_dir
+    out = profile.stage1_dir if stage == 1 else profile.stage2_dir if stage == 2 else profile.stage3_dir
     out.mkdir(parents=True, exist_ok=True)
     modes.clear_record(out)  # a mode record never outlives the weights it describes
     # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
-    base = {1: profile.base_model, 2: str(profile.merged_dir)}[stage] if stage < 3 else str(profile.stage2_dir)
+    base = profile.base_model if stage == 1 else str(profile.merged_dir) if stage == 2 else str(profile.stage2_dir)
     last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base))
     if last is not None:
         print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
