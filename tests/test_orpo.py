@@ -20,7 +20,7 @@ from maerak.profiles import ROOT, Profile
 from maerak.prompt import CYCLIC_ORDERS, IDENTITY, LETTERS, answer_letter, preference_ids, render_context, render_prompt
 from maerak.schema import load_items
 from tests.conftest import write_stage_configs
-from tests.test_canary import moved_labels, planted_items
+from tests.test_canary import LABELS, moved_labels, planted_items
 
 
 def test_letters_pairs_are_the_lettered_prompt_in_each_order_with_the_gold_letter_chosen(sample_dir):
@@ -126,7 +126,7 @@ ORPO_TRAINING = {"max_steps": 60, "micro_batch_size": 4, "learning_rate": 1.0e-3
 
 def margins(probs_file: Path, truth: list[dict]) -> list[float]:
     """Per item: log p(gold option) - log p(best wrong option), from submit's probabilities file."""
-    gold = {t["id"]: ("inference_1", "inference_2", "inference_3").index(t["output"]) for t in truth}
+    gold = {t["id"]: LABELS.index(t["output"]) for t in truth}
     out = []
     for row in json.loads(probs_file.read_text(encoding="utf-8"))["items"]:
         p, g = row["probs"], gold[row["id"]]
@@ -156,7 +156,10 @@ def orpo_train_and_score(root: Path, model_dir: Path, sample_dir: Path, train_it
                         stage3={**stage[3], "seed": 0, **ORPO_TRAINING})
     prepare.run(profile, config.load_config(profile), progress=False)
     pairs = [json.loads(line) for line in profile.stage_data(3).read_text(encoding="utf-8").splitlines()]
-    assert len(pairs) == 2 * len(train_items) * (3 if mode == "letters" else 1)
+    # two pairs per item, less any whose wrong option reads like the gold one (moved labels: "아닙니다" twice)
+    distinct = sum(t["input"][k] != t["input"][t["output"]] for t in train_items for k in LABELS if k != t["output"])
+    assert len(pairs) == distinct * (3 if mode == "letters" else 1)
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
 
     scored = root / "scored.json"
     scored.write_text(json.dumps(truth, ensure_ascii=False), encoding="utf-8")
