@@ -242,3 +242,24 @@ def test_stage3_config_must_start_from_stage_2(tmp_path):
 def test_identity_is_the_only_options_order():
     assert OPTIONS_MODE.orders_for_training("all") == (IDENTITY,)
     assert LETTERS_MODE.orders_for_training("cyclic") == CYCLIC_ORDERS
+
+
+def test_prepare_checks_pairs_against_stage_3s_sequence_len(tmp_path, tiny_model_dir, sample_dir):
+    """A pair's longer sequence (BOS + prompt + answer + EOS, as the trainer tokenizes it) over stage 3's
+    sequence_len stops prepare, naming stage 3, before Axolotl's filter (two tokens shorter) could drop it."""
+    from maerak.schema import DataError
+    from preprocessing import config, prepare
+
+    shutil.copytree(sample_dir, tmp_path / "data", ignore=shutil.ignore_patterns("README.md", "test_answers.json"))
+    profile = Profile(name="p", root=tmp_path, settings={
+        "data_dir": "data", "axolotl_configs": "cfg", "offline": True, "preference": True,
+        "sources": str(ROOT / "preprocessing" / "sources.yml"), "scoring": {"mode": "options"}})
+    stage = {n: yaml.safe_load((ROOT / "axolotl_configs" / "sample" / name).read_text(encoding="utf-8"))
+             for n, name in ((1, "stage1_qlora.yml"), (2, "stage2_full.yml"), (3, "stage3_orpo.yml"))}
+    write_stage_configs(profile, {**stage[1], "sequence_len": 4096}, {**stage[2], "sequence_len": 4096}, base_model="model",
+                        stage3={**stage[3], "sequence_len": 64})
+    cfg = config.load_config(profile).with_settings({"lengths": {"tokenizer": str(tiny_model_dir)}})
+    with pytest.raises(DataError) as exc:
+        prepare.run(profile, cfg, progress=False, say=lambda s: None)
+    assert "stage 3 row (order 123 rejected" in str(exc.value) and "over sequence_len 64" in str(exc.value)
+    assert not profile.stage_data(3).exists()
