@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     profile.apply_env()
     seed_everything(profile.seed)
     scoring = profile.scoring
-    models = [Path(m) for m in (args.model or [profile.stage2_dir])]
+    models = [Path(m) for m in (args.model or [profile.final_dir])]  # stage 3's with preference: true
     input_path = args.input or profile.split_file("test")
     output = args.output or profile.submission
     tta = args.tta or scoring.get("tta", "none")

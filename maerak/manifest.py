@@ -96,7 +96,7 @@ def collect_files(profile: Profile) -> list[dict[str, Any]]:
         files += tree_entries(profile, "base_model", Path(profile.base_model))
     # Configs: profiles, the Axolotl YAMLs (the files Axolotl ran, as they are), the data sources, DeepSpeed.
     files.append(file_entry(profile, "configs", profile.root / "profiles.yml"))
-    for stage in (1, 2):
+    for stage in profile.training_stages:
         files.append(file_entry(profile, "configs", profile.axolotl_config(stage)))
     files.append(file_entry(profile, "configs", profile.root / RULES_FILE.relative_to(ROOT)))  # both stages' cleaning rules
     files.append(file_entry(profile, "configs", profile.sources))
@@ -104,10 +104,10 @@ def collect_files(profile: Profile) -> list[dict[str, Any]]:
     for path in sorted(ds_dir.glob("*.json")) if ds_dir.is_dir() else []:
         files.append(file_entry(profile, "configs", path))
     # Prepared training data.
-    for path in (profile.stage_data(1), profile.stage_data(2), profile.prepared / "report.json"):
+    for path in (*(profile.stage_data(n) for n in profile.training_stages), profile.prepared / "report.json"):
         files.append(file_entry(profile, "prepared", path))
-    # The final checkpoint (stage 2): every file, so a changed weight or tokenizer byte shows.
-    files += tree_entries(profile, "checkpoint", profile.stage2_dir)
+    # The final checkpoint (stage 2, or stage 3 with preference: true): every file, so a changed weight or tokenizer byte shows.
+    files += tree_entries(profile, "checkpoint", profile.final_dir)
     # What the checkpoint produced.
     files.append(file_entry(profile, "outputs", profile.submission))
     files.append(file_entry(profile, "outputs", profile.dev_predictions))
@@ -124,7 +124,7 @@ def build_manifest(profile: Profile, extra: dict | None = None) -> dict:
         "packages": package_versions(),
         "base_model": {"name": profile.base_model_name, "local": profile.base_model_is_local},
         "submit": {
-            "checkpoint": rel_path(profile.stage2_dir, profile.root),
+            "checkpoint": rel_path(profile.final_dir, profile.root),
             "input": rel_path(profile.split_file("test"), profile.root),
             "submission": rel_path(profile.submission, profile.root),
             "compare": submission_compare(profile),

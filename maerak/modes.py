@@ -9,7 +9,9 @@ A mode decides everything else, so prepare, submit and the backends never branch
   three continuations scored after it;
 - how a continuation's text becomes tokens (`continuation_ids`);
 - how the three log-likelihoods become probabilities over the ORIGINAL options (`probabilities`);
-- its cache key (`key`), and what permutation TTA means for it (`orders`, `tta_note`).
+- its cache key (`key`), and what permutation TTA means for it (`orders`, `tta_note`);
+- its preference pairs for the ORPO stage (`preference_rows`): the scored context as the prompt,
+  the correct continuation as `chosen`, each wrong one as `rejected`.
 
     letters: context = the prompt listing the options under letters A/B/C (`render_prompt`);
              continuations = the three letters, each ONE token: the letter's first response token
@@ -156,6 +158,29 @@ class Mode:
         """A line for the report when `orders_name` means less than its name says in this mode."""
         return None
 
+    def preference_rows(self, items: Sequence[Item], orders_name: str = "none") -> list[Row]:
+        """The ORPO stage's pairs: per item and order, the request's context as `prompt`, the correct
+        continuation as `chosen` and each wrong one as `rejected` (two pairs). Plain strings, as the
+        scorer reads them: the trainer (training/orpo_trainer.py) tokenizes the prompt as the scorer
+        tokenizes the context and each answer as the scorer tokenizes a continuation."""
+        rows = []
+        for it in items:
+            if it.label_index is None:
+                raise ValueError(f"{it.id}: no label to build preference pairs from")
+            for order in self.orders_for_training(orders_name):
+                req = self.request(it, order)
+                gold = req.order.index(it.label_index)
+                chosen = req.continuations[gold]
+                # tag: the order, then the original option rejected; an option reading like the gold one is no pair
+                rows += [Row(it.id, f"{order_tag(order)} rejected {req.order[k] + 1}",
+                             {"prompt": req.context, "chosen": chosen, "rejected": text})
+                         for k, text in enumerate(req.continuations) if k != gold and text != chosen]
+        return rows
+
+    def orders_for_training(self, orders_name: str) -> tuple[tuple[int, ...], ...]:
+        """The option orders training rows are written in (letters: each order; options: one)."""
+        return orders_named(orders_name)
+
     def __repr__(self) -> str:
         return f"<mode {self.name}>"
 
@@ -217,6 +242,10 @@ class OptionsMode(Mode):
             return [Row(it.id, "option", option_row(it)) for it in items]
         return [Row(it.id, "option+rationale", option_row(it, rationale=rationales[it.id]))
                 for it in items if rationales.get(it.id)]
+
+    def orders_for_training(self, orders_name: str) -> tuple[tuple[int, ...], ...]:
+        orders_named(orders_name)  # still a known name
+        return (IDENTITY,)
 
     def augmentation_note(self, orders_name: str) -> str | None:
         if orders_named(orders_name) == (IDENTITY,):

@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "profiles.yml"
 SPLITS = ("train", "dev", "test")
 RAW_DATA = Path("data/raw")  # where users put the official files; `auto_profile` looks there
-STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}  # per profile, in its axolotl_configs folder
+STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml", 3: "stage3_orpo.yml"}  # per profile, in its axolotl_configs folder
+PREFERENCE_STAGE = 3  # ORPO on the stage-2 model, run when the profile says `preference: true`
 MERGED = "merged"  # Axolotl's merge-lora writes <stage-1 output_dir>/merged (axolotl/cli/merge_lora.py)
 
 
@@ -64,6 +65,7 @@ class ProfileSettings:
     needs_gpu: bool = False
     offline: bool = False                # no hub access at run time
     out: str | None = None               # None: outputs/<profile>
+    preference: bool = False             # true: stage 3 (ORPO) after stage 2, and submit scores its checkpoint
     scoring: Scoring = Scoring()
     vllm: dict[str, Any] = field(default_factory=dict)  # engine settings for --backend vllm and the vLLM teacher
 
@@ -174,7 +176,7 @@ class Profile:
 
     def axolotl_config(self, stage: int) -> Path:
         if stage not in STAGE_FILES:
-            raise ConfigError(f"unknown stage {stage!r}; expected 1 or 2")
+            raise ConfigError(f"unknown stage {stage!r}; expected 1, 2 or 3")
         return self.path("axolotl_configs") / STAGE_FILES[stage]
 
     def stage_paths(self, stage: int) -> StagePaths:
@@ -210,6 +212,9 @@ class Profile:
             if (self.root / paths.base_model).resolve() != merged.resolve():
                 raise ConfigError(f"{config}: base_model: {paths.base_model!r}, but stage 1's merge writes "
                                   f"{self._shown(merged)} (its output_dir + /{MERGED})")
+        if stage == PREFERENCE_STAGE and (self.root / paths.base_model).resolve() != self.stage2_dir.resolve():
+            raise ConfigError(f"{config}: base_model: {paths.base_model!r}, but stage 2 writes {self._shown(self.stage2_dir)} "
+                              "(its output_dir): the preference stage starts from stage 2's model")
         if "tokenizer_config" in cfg and str(cfg["tokenizer_config"]) != paths.base_model:
             raise ConfigError(f"{config}: tokenizer_config: {cfg['tokenizer_config']!r}: the tokenizer comes with the model "
                               f"being trained (base_model {paths.base_model!r}); drop the key or make them equal")
@@ -246,6 +251,24 @@ class Profile:
     @property
     def stage2_dir(self) -> Path:
         return self.stage_paths(2).output_dir
+
+    @property
+    def stage3_dir(self) -> Path:
+        return self.stage_paths(PREFERENCE_STAGE).output_dir
+
+    @property
+    def training_stages(self) -> tuple[int, ...]:
+        """The Axolotl stages this profile runs, in order: 1, 2, and 3 (ORPO) with `preference: true`."""
+        return (1, 2, PREFERENCE_STAGE) if self.config.preference else (1, 2)
+
+    @property
+    def final_stage(self) -> int:
+        return self.training_stages[-1]
+
+    @property
+    def final_dir(self) -> Path:
+        """The checkpoint submit scores: stage 3's with `preference: true`, else stage 2's."""
+        return self.stage3_dir if self.config.preference else self.stage2_dir
 
     @property
     def submission(self) -> Path:

@@ -14,6 +14,7 @@ from maerak.schema import Item
 
 LETTERS = ("A", "B", "C")
 IDENTITY: tuple[int, int, int] = (0, 1, 2)
+IGNORE_INDEX = -100  # an untrained label (transformers, Axolotl, TRL)
 CYCLIC_ORDERS: tuple[tuple[int, int, int], ...] = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
 ALL_ORDERS: tuple[tuple[int, ...], ...] = tuple(permutations(range(3)))
 # The named sets of option orders: training augmentation (sources.yml augment.*_orders) and
@@ -151,6 +152,24 @@ def response_ids(tokenizer, text: str) -> list[int]:
     if tokens and tokens[0] == tokenizer.bos_token_id:
         tokens = tokens[1:]
     return tokens
+
+
+def preference_ids(tokenizer, prompt: str, chosen: str, rejected: str, max_length: int | None = None) -> dict[str, list[int]]:
+    """One ORPO pair (`maerak.modes.Mode.preference_rows`) tokenized as TRL's ORPO collator takes it
+    (prompt_*, chosen_*, rejected_* keys) and as the scorer reads it: prompt ids = tokenizer(prompt)
+    (BOS first, as a scored context), each answer = `response_ids` (as a scored continuation) + EOS."""
+    prompt_ids = list(tokenizer(prompt)["input_ids"])
+    out: dict[str, list[int]] = {"prompt_input_ids": prompt_ids, "prompt_attention_mask": [1] * len(prompt_ids)}
+    for key, text in (("chosen", chosen), ("rejected", rejected)):
+        answer = response_ids(tokenizer, text) + [tokenizer.eos_token_id]
+        ids = prompt_ids + answer
+        if max_length is not None and len(ids) > max_length:
+            raise ValueError(f"preference row of {len(ids)} tokens is over max_length {max_length} "
+                             "(prepare checks rows against sequence_len; this one slipped past it)")
+        out[f"{key}_input_ids"] = ids
+        out[f"{key}_attention_mask"] = [1] * len(ids)
+        out[f"{key}_labels"] = [IGNORE_INDEX] * len(prompt_ids) + answer
+    return out
 
 
 def answer_token_ids(tokenizer) -> list[int]:

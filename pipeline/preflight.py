@@ -1,7 +1,7 @@
 """`./run.sh preflight [--profile competition]`: the profile's own stage configs end to end on a CPU.
 
 prepare (the profile's data when present, else the sample) → stage 1 → merge →
-stage 2 → submit on a handful of test items → check-submission, through the same
+stage 2 [→ stage 3, ORPO, with `preference: true`] → submit on a handful of test items → check-submission, through the same
 code the real run uses, with a tiny random model of the base model's architecture
 built in place and only the keys in axolotl_configs/preflight.yml overridden (printed
 first). Everything is written under outputs/preflight/. On failure it names the step
@@ -137,8 +137,8 @@ def step_submit(profile: Profile, real: Profile, n_items: int) -> str:
     items = [it.raw for it in load_items(profile.split_file("test"))[0][:n_items]]
     test = profile.out / "test_items.json"
     atomic_write_json(test, items)
-    # The real profile's scoring settings (dtype, batch size, max length) on the stage-2 checkpoint.
-    code = submit_main(["--profile", real.name, "--model", str(profile.stage2_dir), "--input", str(test),
+    # The real profile's scoring settings (dtype, batch size, max length) on the final checkpoint (stage 2 or 3).
+    code = submit_main(["--profile", real.name, "--model", str(profile.final_dir), "--input", str(test),
                         "--output", str(profile.submission), "--no-cache", "--quiet"])
     if code != 0:
         raise PreflightError(f"submit exited {code}")
@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     def configs() -> str:
         # The one place stage configs are written rather than read: the real ones with the overrides
         # and this run's paths (outputs/preflight/, the tiny base); Axolotl then runs them as they are.
-        for stage, name in STAGE_FILES.items():
+        for stage in real.training_stages:
+            name = STAGE_FILES[stage]
             cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage)
             cfg = ar.placed(cfg, profile, stage, base_model=Path(args.out) / "base" if stage == 1 else None)
             (out / "axolotl_configs").mkdir(parents=True, exist_ok=True)
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         ("stage 1", stage_step(profile, 1, src, lambda: ar.train(profile, 1))),
         ("merge", stage_step(profile, 1, src, lambda: ar.merge(profile))),
         ("stage 2", stage_step(profile, 2, src, lambda: ar.train(profile, 2))),
+        *([("stage 3 (ORPO)", stage_step(profile, 3, src, lambda: ar.train(profile, 3)))] if real.config.preference else []),
         ("submit + check-submission", lambda: step_submit(profile, real, int((overrides.get("submit") or {}).get("items", 8)))),
     ]
     total = time.perf_counter()

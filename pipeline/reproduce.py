@@ -1,7 +1,7 @@
 """`./run.sh reproduce [--profile P]`: the whole pipeline, then dev accuracy and a manifest.
 
-validate → prepare → stage 1 (QLoRA) → merge → stage 2 (full) → submit (test)
-→ predict dev → evaluate → manifest. Each step is the same module the single
+validate → prepare → stage 1 (QLoRA) → merge → stage 2 (full) [→ stage 3 (ORPO),
+profiles with `preference: true`] → submit (test) → predict dev → evaluate → manifest. Each step is the same module the single
 verbs run, so `make reproduce` and the step-by-step targets cannot drift apart.
 
 A re-run skips each step that finished before with the same inputs, code and
@@ -42,8 +42,9 @@ class Step:
 
 
 def plugin_modules(profile: Profile, stage: int) -> list[str]:
-    """Project modules a stage YAML names as Axolotl plugins: Axolotl imports them, we do not."""
-    names = [str(p).rpartition(".")[0] for p in profile.stage_config(stage).get("plugins") or []]
+    """Project modules a stage YAML names as Axolotl plugins or trainer class: Axolotl imports them, we do not."""
+    cfg = profile.stage_config(stage)
+    names = [str(p).rpartition(".")[0] for p in [*(cfg.get("plugins") or []), *filter(None, [cfg.get("trainer_cls")])]]
     return [n for n in names if n.split(".")[0] in PACKAGES]
 
 
@@ -58,6 +59,9 @@ def plan(profile: Profile) -> list[Step]:
     conf = root / "profiles.yml"
     stage_yml = (profile.axolotl_config(1), profile.axolotl_config(2))
     data = (profile.stage_data(1), profile.stage_data(2))
+    # prepare writes a file per training stage (stage 3's preference pairs with preference: true)
+    prep_yml = tuple(profile.axolotl_config(n) for n in profile.training_stages)
+    prep_data = tuple(profile.stage_data(n) for n in profile.training_stages)
     rules = root / RULES_FILE.relative_to(ROOT)  # the cleaning rules: prepare and the scorer apply them
 
     def code(verb: str, *extra: str) -> tuple[Path, ...]:
@@ -72,8 +76,8 @@ def plan(profile: Profile) -> list[Step]:
         Step("validate", "validate", p, inputs=(conf, *splits), code=code("validate")),
         Step("prepare", "prepare", p,
              inputs=(conf, profile.path("data_dir"), root / "data" / "external", profile.sources,
-                     rules, profile.out / "magpie", *stage_yml, base),
-             outputs=(profile.prepared, *(d for d in data if profile.prepared not in d.parents)),
+                     rules, profile.out / "magpie", *prep_yml, base),
+             outputs=(profile.prepared, *(d for d in prep_data if profile.prepared not in d.parents)),
              code=code("prepare")),
         Step("train-stage1", "train-stage1", ("--no-merge", *p),
              inputs=(conf, data[0], stage_yml[0], base), outputs=(profile.stage1_dir,), code=train),
@@ -84,11 +88,18 @@ def plan(profile: Profile) -> list[Step]:
         Step("train-stage2", "train-stage2", p,
              inputs=(conf, data[1], *stage_yml, profile.merged_dir), outputs=(profile.stage2_dir,),
              code=code("train-stage2", *plugin_modules(profile, 2))),
-        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), rules, stage_yml[0], profile.stage2_dir),
+    ]
+    if profile.config.preference:  # ORPO on the stage-2 model; submit then scores stage 3's checkpoint
+        steps.append(Step("train-stage3", "train-stage3", p,
+                          inputs=(conf, profile.stage_data(3), profile.axolotl_config(3), profile.stage2_dir),
+                          outputs=(profile.stage3_dir,), code=code("train-stage3", *plugin_modules(profile, 3))))
+    final = profile.final_dir
+    steps += [
+        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), rules, stage_yml[0], final),
              outputs=(profile.submission, probs_path(profile.submission)), code=code("submit")),
         Step("predict-dev", "submit",
              (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
-             inputs=(conf, profile.split_file("dev"), rules, stage_yml[0], profile.stage2_dir),
+             inputs=(conf, profile.split_file("dev"), rules, stage_yml[0], final),
              outputs=(profile.dev_predictions, probs_path(profile.dev_predictions)), code=code("submit")),
         Step("evaluate", "evaluate", p,
              inputs=(conf, profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),

@@ -1,7 +1,7 @@
 """`./run.sh verify [--profile P] [--manifest FILE]`: check a run against its manifest.
 
 1. Recompute the sha256 of every file the manifest lists (data, base model,
-   configs, prepared data, the stage-2 checkpoint, the submission, dev
+   configs, prepared data, the final checkpoint (stage 2, or stage 3 with preference: true), the submission, dev
    predictions) and compare. Files added to a hashed folder (the checkpoint) fail too.
 2. Re-run submit from the recorded checkpoint on the recorded test file into a
    temporary folder and compare it with the recorded submission: byte for byte

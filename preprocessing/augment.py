@@ -24,6 +24,11 @@ class TaggedRow(NamedTuple):
     row: dict
 
 
+def tagged_preference_rows(source: str, items: list[Item], mode: Mode, orders_name: str = "none") -> list[TaggedRow]:
+    """The mode's ORPO pairs for `items` (`Mode.preference_rows`), tagged like the rows above."""
+    return [TaggedRow(source, r.id, r.tag, r.row) for r in mode.preference_rows(items, orders_name)]
+
+
 def tagged_task_rows(source: str, items: list[Item], mode: Mode, orders_name: str = "none",
                      rationales: dict[str, str] | None = None) -> list[TaggedRow]:
     """The mode's training rows for `items` with their source, item id and tag; with

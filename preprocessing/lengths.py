@@ -66,6 +66,18 @@ def row_counter(tokenizer) -> Callable[[dict], int]:
     return lambda row: len(strategy.tokenize_prompt(row)["input_ids"])
 
 
+def pair_counter(tokenizer) -> Callable[[dict], int]:
+    """Length of one ORPO pair (prompt/chosen/rejected) as the ORPO stage's trainer tokenizes it
+    (maerak.prompt.preference_ids: BOS + prompt, answer + EOS): its longer sequence."""
+    from maerak.prompt import preference_ids
+
+    def count(row: dict) -> int:
+        ids = preference_ids(tokenizer, row["prompt"], row["chosen"], row["rejected"])
+        return max(len(ids["chosen_input_ids"]), len(ids["rejected_input_ids"]))
+
+    return count
+
+
 def distribution(lengths: Sequence[int]) -> dict:
     """rows, min, mean, p50/p90/p99 (nearest rank) and max."""
     if not lengths:

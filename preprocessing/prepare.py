@@ -80,11 +80,13 @@ def lengths_plan(profile: Profile, cfg: SourcesConfig) -> tuple[Callable[[dict],
         return None, {"checked": False, "tokenizer": ref, "reason": why}, line
     if not profile.has_stage_configs:
         raise config_problem(cfg, "axolotl_configs", f"profile {profile.name!r} names no axolotl_configs: no sequence_len to check rows against")
-    limits = lengths.stage_limits(profile)
+    limits = lengths.stage_limits(profile, profile.training_stages)
     for info in limits.values():
         info["config"] = rel(profile, Path(info["config"]))
     said = ", ".join(f"stage {n} sequence_len {v['sequence_len']} ({v['config']})" for n, v in limits.items())
-    return (lengths.row_counter(tokenizer), {"checked": True, "tokenizer": rel(profile, Path(ref)),
+    rows, pairs = lengths.row_counter(tokenizer), (lengths.pair_counter(tokenizer) if profile.config.preference else None)
+    count = (lambda row: pairs(row) if "prompt" in row else rows(row)) if pairs else rows  # stage 3's pairs have a prompt
+    return (count, {"checked": True, "tokenizer": rel(profile, Path(ref)),
                                            "stages": {f"stage{n}": v for n, v in limits.items()}},
             f"token lengths: Axolotl's alpaca count with the tokenizer of {rel(profile, Path(ref))}; {said}")
 
@@ -315,6 +317,11 @@ def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], reco
                 rows = [TaggedRow(s.name, r.id, "row", dict(r.row)) for r in recs]
             stage_rows[stage] += rows
             step.notes.append(f"stage {stage}: {len(rows)} rows")
+        if profile.config.preference and s.kind in TASK_KINDS and 2 in s.stages:
+            # stage 3 (ORPO): stage 2's task items as preference pairs, in stage 2's option orders
+            pairs = augment.tagged_preference_rows(s.name, [r.item for r in recs], mode, cfg.augment.orders(2))
+            stage_rows.setdefault(3, []).extend(pairs)
+            step.notes.append(f"stage 3: {len(pairs)} preference pairs (augment.stage2_orders {cfg.augment.orders(2)})")
     return stage_rows
 
 
@@ -322,19 +329,21 @@ def write(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loa
           extra: dict[str, Any], contamination: dict, timings: dict[str, float], t0: float) -> None:
     """8. Check, then write each stage file atomically and the report last. Raises EmptyStage,
     or MaerakError when the report does not add up (a bug here), before writing anything."""
-    for stage in (1, 2):
-        if not stage_rows[stage]:
+    stages = profile.training_stages  # 3: the ORPO pairs (preference: true)
+    for stage in stages:
+        if not stage_rows.get(stage):
             raise EmptyStage(stage)
-    by_source = {n: {s.name: sum(r.source == s.name for r in stage_rows[n]) for s in loaded if n in s.stages} for n in (1, 2)}
-    files = {n: profile.stage_data(n) for n in (1, 2)}  # where the stage YAMLs read them
-    extra["stages"] = {f"stage{n}": {"rows": len(stage_rows[n]), "by_source": by_source[n], "file": rel(profile, files[n])} for n in (1, 2)}
+    by_source = {n: {s.name: sum(r.source == s.name for r in stage_rows[n]) for s in loaded
+                     if n in s.stages or (n == 3 and 2 in s.stages and s.kind in TASK_KINDS)} for n in stages}
+    files = {n: profile.stage_data(n) for n in stages}  # where the stage YAMLs read them
+    extra["stages"] = {f"stage{n}": {"rows": len(stage_rows[n]), "by_source": by_source[n], "file": rel(profile, files[n])} for n in stages}
     extra["contamination"] = contamination
     extra["config"] = {"path": rel(profile, cfg.path), "sha256": hashlib.sha256(
         json.dumps(cfg.digest_data(), sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
     problems = report.check()
     if problems:
         raise MaerakError("prepare report does not add up:\n" + "\n".join(problems))
-    for n in (1, 2):
+    for n in stages:
         atomic_write_jsonl(files[n], [r.row for r in stage_rows[n]])
         extra["stages"][f"stage{n}"]["sha256"] = sha256_file(files[n])
     timings["total"] = round(time.perf_counter() - t0, 2)

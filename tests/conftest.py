@@ -64,12 +64,13 @@ def save_tiny_checkpoint(path: Path, seed: int = 0, **config_overrides) -> Path:
     return path
 
 
-def write_stage_configs(profile, stage1: dict | None, stage2: dict | None, base_model: str | Path | None = None) -> None:
+def write_stage_configs(profile, stage1: dict | None, stage2: dict | None, base_model: str | Path | None = None,
+                        stage3: dict | None = None) -> None:
     """Stage YAMLs for a test's own profile layout, written where the profile reads them (its
     axolotl_configs folder), with that layout's paths: the pipeline then runs them as they are."""
     from training.axolotl_run import placed
 
-    for stage, cfg in ((1, stage1), (2, stage2)):
+    for stage, cfg in ((1, stage1), (2, stage2), (3, stage3)):
         if cfg is not None:
             path = profile.axolotl_config(stage)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,8 @@ def test_make_targets_and_reproduce_steps_come_from_the_one_verb_table():
 
 def test_reproduce_plan_runs_the_recipe_in_order():
     steps = [s.name for s in plan(get_profile("sample"))]
-    assert steps == ["model", "validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "predict-dev", "evaluate"]
+    assert steps == ["model", "validate", "prepare", "train-stage1", "merge", "train-stage2", "train-stage3",
+                     "submit", "predict-dev", "evaluate"]  # stage 3: ORPO (profiles.yml preference: true)
     # The competition profile downloads nothing itself: no embedded-model step.
     assert [s.name for s in plan(get_profile("competition"))][0] == "validate"
 

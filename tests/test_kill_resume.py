@@ -26,7 +26,7 @@ from maerak.profiles import Profile
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.e2e
 
-STEPS = ["validate", "prepare", "train-stage1", "merge", "train-stage2", "submit", "predict-dev", "evaluate"]
+STEPS = ["validate", "prepare", "train-stage1", "merge", "train-stage2", "train-stage3", "submit", "predict-dev", "evaluate"]
 TINY = {
     "model_type": "AutoModelForCausalLM", "tokenizer_type": "AutoTokenizer", "seed": 0,
     "datasets": [{"path": "placeholder", "ds_type": "json", "type": "alpaca"}], "dataset_processes": 1, "val_set_size": 0,
@@ -38,6 +38,10 @@ TINY = {
 LORA = {"load_in_4bit": True, "adapter": "qlora", "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
         "lora_target_linear": True, "lora_qkv_kernel": False, "lora_o_kernel": False, "lora_mlp_kernel": False,
         "lora_embedding_kernel": False}
+
+
+ORPO = {"rl": "orpo", "orpo_alpha": 0.1, "trainer_cls": "training.orpo_trainer.AnswerORPOTrainer",
+        "datasets": [{"path": "placeholder", "ds_type": "json", "split": "train"}]}  # pairs, no `type`
 
 
 def make_root(dest: Path) -> Path:
@@ -56,7 +60,8 @@ def make_root(dest: Path) -> Path:
                         "offline": False, "description": "test: tiny Gemma-3 on the sample data"}
     (dest / "profiles.yml").write_text(yaml.safe_dump(profiles, allow_unicode=True), encoding="utf-8")
     profile = Profile(name="tiny", settings=profiles["tiny"], root=dest)
-    write_stage_configs(profile, {**TINY, **LORA}, {**TINY, "learning_rate": 1e-4}, base_model="models/tiny")
+    write_stage_configs(profile, {**TINY, **LORA}, {**TINY, "learning_rate": 1e-4}, base_model="models/tiny",
+                        stage3={**TINY, **ORPO, "learning_rate": 1e-4})
     return dest
 
 
@@ -77,6 +82,7 @@ def reproduce(root: Path, kill_at: str | None = None) -> tuple[str, bool]:
     ready = {
         "train-stage1": lambda: any((out / "stage1").glob("checkpoint-*/trainer_state.json")),
         "train-stage2": lambda: any((out / "stage2").glob("checkpoint-*/trainer_state.json")),
+        "train-stage3": lambda: any((out / "stage3").glob("checkpoint-*/trainer_state.json")),
         "merge": lambda: (out / "stage1" / "merged").exists(),
     }
     killed = False
@@ -144,3 +150,4 @@ def test_kill_at_each_step_then_resume(tmp_path):
     assert (out / "submission.json").read_bytes() == (ref / "submission.json").read_bytes()
     assert (out / "dev_predictions.json").read_bytes() == (ref / "dev_predictions.json").read_bytes()
     assert not list((out / "stage2").glob("checkpoint-*"))  # removed once the stage finished
+    assert not list((out / "stage3").glob("checkpoint-*"))

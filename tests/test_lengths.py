@@ -39,8 +39,9 @@ def quirky(tmp_path, fixtures_dir, sample_dir, tiny_model_dir):
     modu.mkdir(parents=True)
     shutil.copy(fixtures_dir / "quirks_refined.json", modu / "refined.json")
     (tmp_path / "axolotl_configs").mkdir()
+    # the SFT stages' rows (stage 3's pairs are checked in tests/test_orpo.py)
     settings = dict(load_profiles()["competition"], axolotl_configs="axolotl_configs",
-                    sources=str(ROOT / "preprocessing" / "sources.yml"))
+                    sources=str(ROOT / "preprocessing" / "sources.yml"), preference=False)
     profile = Profile(name="competition", settings=settings, root=tmp_path)
     cfg = config.load_config(profile)
     cfg = cfg.with_settings({"lengths": {"tokenizer": str(tiny_model_dir)}})

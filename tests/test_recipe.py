@@ -12,7 +12,7 @@ import yaml
 
 from maerak.profiles import ROOT
 
-STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml"}
+STAGE_FILES = {1: "stage1_qlora.yml", 2: "stage2_full.yml", 3: "stage3_orpo.yml"}
 
 # The recipe, as published (DEVELOPERS.md). Stage 2 takes stage 1's lr/scheduler/warmup/decay.
 _SHARED = {"learning_rate": 2e-5, "lr_scheduler": "cosine", "warmup_steps": 20, "weight_decay": 0.05, "sequence_len": 1024,
@@ -54,6 +54,15 @@ EXPECTED = {
     ("sample", 1, "lora_o_kernel"): False,
     ("sample", 1, "lora_mlp_kernel"): False,
     ("sample", 1, "bf16"): FALSE_OR_NOT_SET,
+    # Stage 3 (ORPO, profiles with preference: true; not in the recipe): Axolotl's ORPO with our trainer
+    # (training/orpo_trainer.py: its own completion-only logits), no packing (Axolotl refuses it with `rl:`),
+    # a full fine-tune, epochs on the GPU.
+    **{(profile, 3, key): want for profile in ("sample", "official-cpu", "competition") for key, want in {
+        "rl": "orpo", "orpo_alpha": IS_SET, "trainer_cls": "training.orpo_trainer.AnswerORPOTrainer",
+        "sample_packing": FALSE_OR_NOT_SET, "adapter": NOT_SET, "seed": IS_SET,
+    }.items()},
+    ("competition", 3, "max_steps"): NOT_SET,
+    ("competition", 3, "attn_implementation"): {"eager", "flash_attention_2"},
 }
 
 

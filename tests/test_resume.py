@@ -119,7 +119,8 @@ def test_the_plan_names_the_inputs_and_outputs_of_each_step():
     profile = get_profile("sample")
     steps = {s.name: s for s in plan(profile)}
     assert profile.prepared / "stage2.jsonl" in steps["train-stage2"].inputs
-    assert profile.merged_dir in steps["train-stage2"].inputs and profile.stage2_dir in steps["submit"].inputs
+    assert profile.merged_dir in steps["train-stage2"].inputs and profile.final_dir in steps["submit"].inputs
+    assert profile.stage2_dir in steps["train-stage3"].inputs and profile.final_dir == profile.stage3_dir
     assert nested_outputs(steps["train-stage1"], list(steps.values())) == (profile.merged_dir,)
     assert steps["merge"].fresh and not steps["model"].owned  # the embedded model is never removed
 

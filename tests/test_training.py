@@ -31,7 +31,7 @@ def competition() -> Profile:
 
 def _copy_configs(root: Path, profile: str = "sample") -> Profile:
     (root / "axolotl_configs" / profile).mkdir(parents=True)
-    for name in ("stage1_qlora.yml", "stage2_full.yml"):
+    for name in ("stage1_qlora.yml", "stage2_full.yml", "stage3_orpo.yml"):
         (root / "axolotl_configs" / profile / name).write_bytes((CONFIGS / profile / name).read_bytes())
     return Profile(name=profile, settings=get_profile(profile).settings, root=root)
 
@@ -46,6 +46,10 @@ def test_each_stage_yaml_is_the_file_axolotl_runs_and_holds_the_pipelines_paths(
         assert profile.stage_paths(stage).output_dir == ROOT / cfg["output_dir"] == profile.out / f"stage{stage}"
         assert profile.stage_data(stage) == ROOT / cfg["datasets"][0]["path"]
     assert ROOT / _yaml(profile.axolotl_config(2))["base_model"] == profile.merged_dir == profile.stage1_dir / "merged"
+    # stage 3 (ORPO, preference: true) trains stage 2's model into the checkpoint submit scores
+    assert profile.stage_paths(3).output_dir == profile.out / "stage3" == profile.final_dir
+    assert ROOT / _yaml(profile.axolotl_config(3))["base_model"] == profile.stage2_dir
+    assert profile.stage_data(3) == profile.prepared / "stage3.jsonl"
     # the base model and the seed are written once: stage 1's YAML (stage 2 starts from stage 1's merge)
     assert profile.base_model_name == _yaml(profile.axolotl_config(1))["base_model"]
     assert profile.seed == _yaml(profile.axolotl_config(1))["seed"] == _yaml(profile.axolotl_config(2))["seed"]
@@ -143,6 +147,9 @@ def test_missing_inputs_name_the_make_target(tmp_path):
     atomic_write_jsonl(profile.prepared / "stage2.jsonl", [{"instruction": "i", "input": "x", "output": "A"}])
     with pytest.raises(ar.TrainError, match="make train-stage1 PROFILE=sample"):
         ar.check_inputs(profile, 2)
+    atomic_write_jsonl(profile.stage_data(3), [{"prompt": "p", "chosen": "A", "rejected": "B"}])
+    with pytest.raises(ar.TrainError, match="make train-stage2 PROFILE=sample"):
+        ar.check_inputs(profile, 3)
 
 
 # --- end to end on a tiny Gemma-3 -------------------------------------------------

@@ -1,4 +1,4 @@
-"""`./run.sh train --stage 1|2 [--profile P] [--gpus N]` and `./run.sh merge [--profile P]`.
+"""`./run.sh train --stage 1|2|3 [--profile P] [--gpus N]` and `./run.sh merge [--profile P]`.
 
 The YAML in axolotl_configs/<profile>/ is the file Axolotl runs, as it is (hyperparameters,
 the base model, the seed and the paths all live there); this module never rewrites it. The
@@ -11,6 +11,7 @@ Only what truly varies per run goes on Axolotl's command line as its own overrid
     stage 1: base_model (the profile's base), datasets[0].path, output_dir (e.g. stage1/)
              then merge-lora -> <stage-1 output_dir>/merged (unless --no-merge)
     stage 2: base_model <stage-1 output_dir>/merged, its own datasets[0].path and output_dir
+    stage 3: (profiles with `preference: true`) ORPO, `rl: orpo`, base_model <stage-2 output_dir>
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def placed(cfg: dict[str, Any], profile: Profile, stage: int, base_model: str | 
     out["dataset_prepared_path"] = f"{where}/axolotl_cache/stage{stage}"
     if stage == 2:
         out["base_model"] = f"{where}/stage1/{MERGED}"
+    if stage == 3:
+        out["base_model"] = f"{where}/stage2"
     if base_model is not None:
         out["base_model"] = str(base_model)
     if "tokenizer_config" in out:
@@ -90,6 +93,11 @@ def check_inputs(profile: Profile, stage: int) -> None:
         base = profile.base_model
         if profile.base_model_is_local and not (Path(base) / "config.json").is_file():
             raise TrainError(f"{base}: base model missing; make it with `make model`")
+    elif stage == 3:
+        if not profile.config.preference:
+            raise TrainError(f"profile {profile.name!r} has no preference stage (profiles.yml: {profile.name}.preference is false)")
+        if not (profile.stage2_dir / "config.json").is_file():
+            raise TrainError(f"{profile.stage2_dir}: stage-2 model missing; make it with `make train-stage2 PROFILE={profile.name}`")
     elif not (profile.merged_dir / "config.json").is_file():
         raise TrainError(
             f"{profile.merged_dir}: merged stage-1 model missing; make it with `make train-stage1 PROFILE={profile.name}` "
@@ -143,18 +151,18 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     path, cfg = stage_config(profile, stage)
     check_plugins(cfg, path)
     check_inputs(profile, stage)
-    out = profile.stage1_dir if stage == 1 else profile.stage2_dir
+    out = profile.stage1_dir if stage == 1 else profile.stage2_dir if stage == 2 else profile.stage3_dir
     out.mkdir(parents=True, exist_ok=True)
     modes.clear_record(out)  # a mode record never outlives the weights it describes
     # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
-    base = profile.base_model if stage == 1 else str(profile.merged_dir)
+    base = profile.base_model if stage == 1 else str(profile.merged_dir) if stage == 2 else str(profile.stage2_dir)
     last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base))
     if last is not None:
         print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
     seconds = run(command("axolotl.cli.train", path, gpus, overrides(cfg, gpus, last)), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
-    if stage == 2:
-        ensure_final_checkpoint(out, profile.merged_dir)
+    if stage >= 2:  # a checkpoint submit may score: stage 2, and stage 3 (ORPO) with preference: true
+        ensure_final_checkpoint(out, Path(base))
         if (trained := modes.prepared_mode(profile.prepared / "report.json")) is not None:
             modes.write_record(out, trained)  # what submit scores it in (maerak/modes.py)
     resume.finish(out)
@@ -187,7 +195,8 @@ def ensure_final_checkpoint(out: Path, base: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run.sh train", description="Run an Axolotl stage on a profile.")
-    parser.add_argument("--stage", type=int, choices=(1, 2), help="1: QLoRA (then merge), 2: full fine-tune")
+    parser.add_argument("--stage", type=int, choices=(1, 2, 3),
+                        help="1: QLoRA (then merge), 2: full fine-tune, 3: ORPO (profiles with preference: true)")
     parser.add_argument("--profile", help="sample, official-cpu or competition (default: auto, as every verb)")
     parser.add_argument("--gpus", type=int, default=1, help="N>1 launches through accelerate (+ DeepSpeed ZeRO-3)")
     parser.add_argument("--no-merge", action="store_true", help="stage 1: leave the LoRA unmerged")
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             merge(profile)
             return 0
         if args.stage is None:
-            parser.error("--stage 1|2 is required")
+            parser.error("--stage 1|2|3 is required")
         train(profile, args.stage, args.gpus)
         if args.stage == 1 and not args.no_merge:
             merge(profile)
