@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from maerak.profiles import ROOT, get_profile
+from maerak.profiles import get_profile
 from pipeline import preflight
 
 GPU_OR_BUDGET = {"bf16", "tf32", "optimizer", "max_steps", "save_strategy",
@@ -37,8 +37,7 @@ def test_tiny_base_is_gemma2_with_softcapping_and_a_sliding_window(tmp_path):
     from transformers import AutoConfig
 
     ov = preflight.load_overrides()
-    files = [ROOT / "data" / "sample" / f"{s}.json" for s in ("train", "dev", "test")]
-    preflight.build_base(get_profile("competition"), ov, files, tmp_path / "base")
+    preflight.build_base(get_profile("competition"), ov, tmp_path / "base")
     cfg = AutoConfig.from_pretrained(tmp_path / "base")
     assert cfg.model_type == "gemma2" and cfg.attn_logit_softcapping == 50.0 and cfg.final_logit_softcapping == 30.0
     assert cfg.sliding_window == ov["model"]["sliding_window"] and "sliding_attention" in cfg.layer_types
