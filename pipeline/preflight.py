@@ -69,6 +69,21 @@ def preflight_profile(real: Profile, configs: Path, data: str, out: str = OUT) -
     return Profile(name=real.name, settings=settings, root=real.root)
 
 
+def write_configs(src: Path, overrides: dict[str, Any], profile: Profile, base: Path, gpus: int = 1) -> Path:
+    """The one place stage configs are written rather than read: the real ones (`src`) with the
+    overrides and this run's paths (its outputs, the tiny `base`) into the preflight profile's
+    axolotl_configs folder; Axolotl then runs them as they are."""
+    from training import axolotl_run as ar
+
+    folder = profile.path("axolotl_configs")
+    folder.mkdir(parents=True, exist_ok=True)
+    for stage, name in STAGE_FILES.items():
+        cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage, gpus)
+        cfg = ar.placed(cfg, profile, stage, base_model=base if stage == 1 else None)
+        (folder / name).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return folder
+
+
 def suspect_keys(cfg: dict[str, Any], cause: str) -> list[str]:
     """Top-level config keys an error message points at: named in it (pydantic names the field),
     or whose string value it quotes (transformers quotes a bad scheduler name, not the key)."""
@@ -281,15 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()  # offline: nothing is downloaded
 
     def configs() -> str:
-        # The one place stage configs are written rather than read: the real ones with the overrides
-        # and this run's paths (outputs/preflight/, the tiny base); Axolotl then runs them as they are.
-        for stage, name in STAGE_FILES.items():
-            cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage, args.gpus)
-            cfg = ar.placed(cfg, profile, stage, base_model=Path(args.out) / "base" if stage == 1 else None)
-            (out / "axolotl_configs").mkdir(parents=True, exist_ok=True)
-            (out / "axolotl_configs" / name).write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True),
-                                                        encoding="utf-8")
-        return str(out / "axolotl_configs")
+        return str(write_configs(src, overrides, profile, Path(args.out) / "base", args.gpus))
 
     def base() -> str:
         return build_base(real, overrides, out / "base")

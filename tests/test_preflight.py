@@ -64,3 +64,44 @@ def test_suspect_keys_come_from_names_or_quoted_values():
     assert preflight.suspect_keys(cfg, "ValueError: cosine_x is not a valid SchedulerType") == ["lr_scheduler"]
     assert preflight.suspect_keys(cfg, "ValidationError: 1 validation error | sequence_len | not an int") == ["sequence_len"]
     assert preflight.suspect_keys(cfg, "RuntimeError: out of memory") == []
+
+
+def official_length_files(tokenizer, folder, conversation_tokens: int = 760) -> None:
+    """train/dev/test of Korean items whose rows are as long as the official files' longest
+    (bench/official_shape.py grows each conversation turn by turn to `conversation_tokens`)."""
+    import json
+
+    from bench.official_shape import synthetic_items
+
+    folder.mkdir(parents=True)
+    for i, split in enumerate(("train", "dev", "test")):
+        items = synthetic_items(tokenizer, conversations=4, items_per_conversation=2,
+                                conversation_tokens=conversation_tokens, seed=i)
+        raws = [dict(it.raw, output="" if split == "test" else it.raw["output"]) for it in items]
+        (folder / f"{split}.json").write_text(json.dumps(raws, ensure_ascii=False), encoding="utf-8")
+
+
+def test_prepare_passes_on_official_length_korean_rows(tmp_path):
+    """The tiny base counts lengths with a Gemma tokenizer: rows of the official maximum (~960
+    Gemma tokens) stay under sequence_len 1024, as in the real run. (A 2000-piece BPE trained on
+    the task's text counted official rows 10% longer and stopped prepare.)"""
+    import json
+
+    from transformers import AutoTokenizer
+
+    real = get_profile("competition")
+    ov = preflight.load_overrides()
+    out = tmp_path / "out"
+    preflight.build_base(real, ov, out / "base")
+    tok = AutoTokenizer.from_pretrained(out / "base")
+    assert len(tok) == 262144  # the embedded Gemma-3's vocabulary, not a BPE of the task's text
+    official_length_files(tok, tmp_path / "raw")
+    profile = preflight.preflight_profile(real, out / "axolotl_configs", str(tmp_path / "raw"), str(out))
+    preflight.write_configs(real.path("axolotl_configs"), ov, profile, out / "base")
+    note = preflight.step_prepare(profile, ov)
+    assert "stage1" in note and "stage2" in note
+    report = json.loads((profile.prepared / "report.json").read_text(encoding="utf-8"))
+    lengths = report["token_lengths"]
+    assert lengths["checked"] is True
+    longest = max(src["max"] for stage in lengths["stages"].values() for src in stage["by_source"].values())
+    assert 900 <= longest <= 1024, longest  # official length, and within sequence_len
