@@ -3,6 +3,7 @@ configs it runs from the profile's own, and a broken competition config key fail
 step and the key named. (The passing run, ~3-5 min on 2 cores, is `make preflight` in .ci/run.)"""
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from maerak.profiles import get_profile
@@ -105,3 +106,17 @@ def test_prepare_passes_on_official_length_korean_rows(tmp_path):
     assert lengths["checked"] is True
     longest = max(src["max"] for stage in lengths["stages"].values() for src in stage["by_source"].values())
     assert 900 <= longest <= 1024, longest  # official length, and within sequence_len
+
+
+@pytest.mark.e2e
+def test_preflight_with_two_processes_runs_zero3_and_resumes(tmp_path, capsys):
+    """`make preflight GPUS=2`: stage 2 through the real launch command (accelerate + DeepSpeed
+    ZeRO-3) as 2 CPU processes, a checkpoint after one step, the run resumed from it, then submit."""
+    rc = preflight.main(["--gpus", "2", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-3000:]
+    assert "--multi_gpu --num_processes 2" in out and "--deepspeed=axolotl_configs/deepspeed/zero3.json" in out
+    assert "DeepSpeed ZeRO stage 3, 2 ranks' optimizer partitions" in out
+    assert "stage 2: resuming from" in out and "resumed from checkpoint-1" in out
+    assert '"world_size": 2' in out  # Axolotl's own dump of the config it trains with
+    assert (tmp_path / "out" / "submission.json").is_file()
