@@ -27,7 +27,7 @@ VERBS := $(shell $(CLI) --names)
 # What some verbs take from make variables.
 ARGS_train-stage2 := --gpus $(GPUS)
 ARGS_reproduce := $(FORCE_ARG)
-ARGS_preflight := $(if $(PROFILE),,--profile competition)
+ARGS_preflight := $(if $(PROFILE),,--profile competition) --gpus $(GPUS)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock lock-vllm test test-e2e bench lint clean $(VERBS)
@@ -37,7 +37,7 @@ help: ## list the verbs
 	@$(CLI) --help | sed -n '/^verbs:/,$$p' | tail -n +2
 	@echo "make only:"
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|official-cpu|competition (default: auto), GPUS=N (train-stage2), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
+	@echo "  variables: PROFILE=sample|official-cpu|competition (default: auto), GPUS=N (train-stage2, preflight), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }

@@ -311,10 +311,22 @@ def has_gpu() -> bool:
         return shutil.which("nvidia-smi") is not None
 
 
+def require_gpu(profile: Profile) -> None:
+    """A profile with `needs_gpu: true` stops here, at the start, on a machine without CUDA, rather
+    than minutes later inside a library (`make preflight` is the CPU way to run its configs)."""
+    if profile.config.needs_gpu and not has_gpu():
+        raise ConfigError(f"profile {profile.name!r} needs a CUDA GPU ({profile.file}: needs_gpu: true) and torch sees "
+                          f"none; on this machine `make preflight` runs its configs end to end on a CPU")
+
+
 def auto_profile(root: Path = ROOT) -> tuple[str, str]:
     """The profile `reproduce` runs when none is named, and why."""
     raw = root / RAW_DATA
     present = [s for s in SPLITS if (raw / f"{s}.json").exists()]
+    if present and len(present) < len(SPLITS):  # a partial copy: say which file is missing
+        missing = ", ".join(f"{s}.json" for s in SPLITS if s not in present)
+        return "sample", (f"the official data in {raw.relative_to(root)}/ is incomplete: {missing} missing "
+                          f"(found {', '.join(s + '.json' for s in present)})")
     if len(present) < len(SPLITS):
         return "sample", f"no official data in {raw.relative_to(root)}/ (need {', '.join(s + '.json' for s in SPLITS)})"
     if not has_gpu():

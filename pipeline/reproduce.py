@@ -21,9 +21,10 @@ from pathlib import Path
 from inference.submit import probs_path
 from maerak import stamps
 from maerak.clean import RULES_FILE
+from maerak.errors import ConfigError
 from maerak.files import atomic_write_json
 from maerak.imports import PACKAGES
-from maerak.profiles import RAW_DATA, ROOT, SPLITS, Profile, resolve_profile, seed_everything
+from maerak.profiles import RAW_DATA, ROOT, SPLITS, Profile, require_gpu, resolve_profile, seed_everything
 from pipeline.cli import VERBS, Verb, run_verb
 
 
@@ -160,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="redo every step, even those done with unchanged inputs")
     args = parser.parse_args(argv)
     profile, why = resolve_profile(args.profile, announce=False)
+    try:
+        require_gpu(profile)  # needs_gpu: one line now, not a CUDA error minutes in
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     name = profile.name
     print(f"maerak reproduce: profile '{name}' ({why})")
     print(f"  {profile.config.description}")

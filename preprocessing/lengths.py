@@ -47,14 +47,26 @@ def tokenizer_ref(profile: Profile, setting: str) -> str:
     return str(local) if value and local.exists() else value
 
 
-def load_tokenizer(ref: str):
-    """(tokenizer, '') or (None, why). Never downloads: local files and the HF cache only."""
+def load_tokenizer(ref: str, download: bool = False):
+    """(tokenizer, '') or (None, why): local files and the HF cache; with `download` (an online
+    profile), a hub id not in the cache is fetched (the tokenizer files only: a few MB), since on
+    a fresh machine prepare runs before training has downloaded anything."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(ref, local_files_only=True), ""
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
-        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        why = _why(exc)
+    if not download:
+        return None, why
+    try:
+        return AutoTokenizer.from_pretrained(ref), ""
+    except Exception as exc:  # no network, a gated model without HF_TOKEN...
+        return None, f"not in the cache ({why}), and fetching it failed: {_why(exc)}"
+
+
+def _why(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
 
 
 def row_counter(tokenizer) -> Callable[[dict], int]:

@@ -25,7 +25,7 @@ from maerak import clean
 from maerak.errors import EmptyStage, MaerakError
 from maerak.files import atomic_write_jsonl, rel_path, sha256_file
 from maerak.modes import Mode, mode_named
-from maerak.profiles import Profile, resolve_profile
+from maerak.profiles import Profile, is_local_model, resolve_profile
 from maerak.schema import DataError, Item, Problem, load_items
 from preprocessing import augment, dedup, distill, lengths, magpie
 from preprocessing.augment import TaggedRow
@@ -69,10 +69,12 @@ def lengths_plan(profile: Profile, cfg: SourcesConfig) -> tuple[Callable[[dict],
     """(row length counter or None, token-length info for the report, the line that says so)."""
     lcfg = cfg.lengths  # its values were checked when the file was read (preprocessing/config.py)
     ref = lengths.tokenizer_ref(profile, lcfg.tokenizer)
-    tokenizer, why = lengths.load_tokenizer(ref)
+    online = not profile.config.offline and not is_local_model(ref, profile.root)  # a folder is on no hub
+    tokenizer, why = lengths.load_tokenizer(ref, download=online)
     if tokenizer is None:
         where = rel(profile, cfg.path)
-        line = (f"token lengths: NOT CHECKED: no tokenizer {ref} in local files or the Hugging Face cache ({why}); "
+        line = (f"token lengths: NOT CHECKED: no tokenizer {ref} in local files or the Hugging Face cache"
+                f"{', nor fetched from the hub' if online else ''} ({why}); "
                 f"Axolotl will drop rows over sequence_len with only an INFO log line. Put the tokenizer there "
                 f"(for a hub id: `hf download {ref} --include 'tokenizer*'`) or set lengths.tokenizer in {where}")
         if lcfg.on_missing_tokenizer == "stop":

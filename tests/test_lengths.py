@@ -162,7 +162,7 @@ def test_our_over_length_rows_are_exactly_the_rows_axolotl_drops(quirky, tiny_mo
 def test_missing_tokenizer_is_said_first_or_stops_per_setting(quirky, tmp_path):
     profile, cfg = quirky
     write_stage_configs(profile.root, 4096, 4096)
-    cfg = cfg.with_settings({"lengths": {"tokenizer": str(tmp_path / "no-such-tokenizer")}})
+    cfg = cfg.with_settings({"lengths": {"tokenizer": str(tmp_path / "no-such-tokenizer"), "on_missing_tokenizer": "skip"}})
     said: list[str] = []
     d = prepare.run(profile, cfg, progress=False, say=said.append).as_dict()
     assert "token lengths: NOT CHECKED" in said[1] and "no-such-tokenizer" in said[1]

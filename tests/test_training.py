@@ -132,7 +132,7 @@ def test_several_gpus_add_zero3_unless_the_yaml_names_deepspeed(competition):
     own = {**raw, "deepspeed": "axolotl_configs/deepspeed/zero2.json"}
     assert ar.overrides(own, gpus=4) == [] and ar.overrides(raw, gpus=1) == []
     cmd = ar.command("axolotl.cli.train", Path("c.yml"), gpus=2)
-    assert cmd[1:5] == ["-m", "accelerate.commands.launch", "--num_processes", "2"]
+    assert cmd[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     assert cmd[-3:] == ["-m", "axolotl.cli.train", "c.yml"]
     assert ar.command("axolotl.cli.train", Path("c.yml"))[1:] == ["-m", "axolotl.cli.train", "c.yml"]
 

@@ -30,7 +30,7 @@ from typing import Any
 from maerak import modes
 from maerak.errors import MaerakError, TrainError
 from maerak.files import rel_path
-from maerak.profiles import MERGED, Profile, resolve_profile
+from maerak.profiles import MERGED, Profile, require_gpu, resolve_profile
 from training import resume
 
 DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
@@ -106,9 +106,13 @@ def check_inputs(profile: Profile, stage: int) -> None:
 
 
 def command(module: str, config: Path, gpus: int = 1, extra: list[str] | None = None) -> list[str]:
-    """The Axolotl CLI invocation; several GPUs go through `accelerate launch`."""
+    """The Axolotl CLI invocation; several GPUs go through `accelerate launch`. `--multi_gpu` is
+    said, not left to accelerate: without it and without a visible CUDA device (the preflight's
+    CPU run) `accelerate launch` starts one process, whatever `--num_processes` says
+    (accelerate/commands/launch.py `_validate_launch_command`, then `simple_launcher`)."""
     if gpus > 1:
-        head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(gpus), "-m", module]
+        head = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+                "-m", module]
     else:
         head = [sys.executable, "-m", module]
     return head + [str(config)] + (extra or [])
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gpus must be at least 1")
     profile, _ = resolve_profile(args.profile)
     try:
+        require_gpu(profile)  # needs_gpu: one line now, not a CUDA error minutes in
         if args.merge_only:
             merge(profile)
             return 0

@@ -142,6 +142,18 @@ def check_tokenizer(tokenizer) -> list[str]:
     return problems
 
 
+def embedded_tokenizer(target: Path):
+    """The embedded model's tokenizer: from `target` when it holds one, else rebuilt from the GGUF
+    package's vocabulary alone (the weights are not dequantized: seconds, not a minute)."""
+    from transformers import AutoTokenizer
+
+    if (target / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(target)
+    pkg = gguf_package()
+    with tempfile.TemporaryDirectory(prefix="maerak-gguf-") as work:
+        return build_tokenizer(Path(pkg.assemble(output_path=Path(work) / pkg.MODEL_NAME)))
+
+
 def build(target: Path, log=print) -> dict:
     """Build the checkpoint into a temp dir next to `target`, then rename it into place."""
     import torch
