@@ -85,6 +85,8 @@ bench: $(STAMP) ## benchmarks: dedup, inference and training-step throughput rat
 	$(VENV)/bin/python bench/dedup.py
 	$(VENV)/bin/python bench/inference.py
 	$(VENV)/bin/python bench/train_step.py
+	$(VENV)/bin/python bench/cpu_features.py
+	$(VENV)/bin/python bench/prefix_scoring.py
 
 lint: $(STAMP) ## ruff and hadolint
 	$(VENV)/bin/ruff check .
