@@ -6,7 +6,7 @@ model in bf16) with 8-bit AdamW at lr 2e-5. Adam's step is about lr per element,
 (|w| >= 2^-7 for a 2e-5 step) rounds back to the same weight. This bench measures that on the
 embedded gemma-3-270m (the same bf16 format; its weights are of gemma-2's magnitudes):
 
-1. one forward/backward of the model in bf16 on real stage-2-style rows (data/sample) gives the
+1. one forward/backward of the model (fp32 compute, bf16 weights) on real stage-2-style rows (data/sample) gives the
    gradients; the weights measured are every linear weight of a few decoder layers (`--layers`),
    concatenated into one flat tensor per optimizer (Adam is element-wise; the 8-bit states are
    quantized in blocks of the flattened tensor either way), so torchao compiles one shape;
@@ -51,7 +51,9 @@ def gradients(model_dir: Path, layers: list[int], n_rows: int) -> tuple[torch.Te
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    # The stored weights are bf16; the gradient is computed in fp32 (CPU bf16 matmuls in backward
+    # take the slow reference path). What is measured is the update's rounding, not the gradient.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     chosen = [m.weight for i in layers for m in model.model.layers[i].modules() if isinstance(m, torch.nn.Linear)]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -62,7 +64,7 @@ def gradients(model_dir: Path, layers: list[int], n_rows: int) -> tuple[torch.Te
     model(**batch, labels=labels).loss.backward()
     every = torch.cat([p.detach().flatten() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n])
     big = float((every.float().abs() >= 2 ** -7).float().mean())
-    w = torch.cat([p.detach().flatten() for p in chosen])
+    w = torch.cat([p.detach().flatten() for p in chosen]).to(torch.bfloat16)  # exact: the checkpoint is bf16
     g = torch.cat([p.grad.flatten().float() for p in chosen])
     return w, g, big
 
