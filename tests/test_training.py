@@ -47,7 +47,8 @@ def test_each_stage_yaml_is_the_file_axolotl_runs_and_holds_the_pipelines_paths(
         assert profile.stage_data(stage) == ROOT / cfg["datasets"][0]["path"]
     assert ROOT / _yaml(profile.axolotl_config(2))["base_model"] == profile.merged_dir == profile.stage1_dir / "merged"
     # stage 3 (ORPO, preference: true) trains stage 2's model into the checkpoint submit scores
-    assert profile.stage_paths(3).output_dir == profile.out / "stage3" == profile.final_dir
+    assert profile.stage_paths(3).output_dir == profile.out / "stage3" == profile.stage3_dir
+    assert profile.final_dir == (profile.stage3_dir if profile.config.preference else profile.stage2_dir)
     assert ROOT / _yaml(profile.axolotl_config(3))["base_model"] == profile.stage2_dir
     assert profile.stage_data(3) == profile.prepared / "stage3.jsonl"
     # the base model and the seed are written once: stage 1's YAML (stage 2 starts from stage 1's merge)
