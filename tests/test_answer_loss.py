@@ -182,8 +182,13 @@ def test_a_model_without_logits_to_keep_is_refused():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "axolotl_configs").glob("*/stage*.yml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_stage_yaml_switches_it_on(path: Path):
+    """SFT stages through the plugin; the ORPO stage through its own trainer, which computes logits
+    only at completion positions itself (training/orpo_trainer.py)."""
     cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert "training.answer_loss.AnswerLossPlugin" in cfg.get("plugins", [])
+    if cfg.get("rl") == "orpo":
+        assert cfg.get("trainer_cls") == "training.orpo_trainer.AnswerORPOTrainer"
+    else:
+        assert "training.answer_loss.AnswerLossPlugin" in cfg.get("plugins", [])
 
 
 # --- through the trainer production runs: Axolotl's ---------------------------------------------

@@ -91,7 +91,7 @@ def test_an_online_profile_fetches_the_length_tokenizer_an_offline_one_does_not(
 
 def _competition(tmp_path: Path) -> tuple[Profile, config.SourcesConfig]:
     (tmp_path / "axolotl_configs").mkdir()
-    for name in ("stage1_qlora.yml", "stage2_full.yml"):
+    for name in ("stage1_qlora.yml", "stage2_full.yml", "stage3_orpo.yml"):
         (tmp_path / "axolotl_configs" / name).write_text(
             (ROOT / "axolotl_configs" / "competition" / name).read_text(encoding="utf-8"), encoding="utf-8")
     settings = dict(load_profiles()["competition"], axolotl_configs="axolotl_configs",
