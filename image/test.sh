@@ -49,7 +49,9 @@ step "reproduce --profile sample"; in_container reproduce --profile sample; took
 step "verify"; in_container verify --profile sample; took
 
 step "host submit from the container's checkpoint"
-./run.sh submit --profile sample --model "$scratch/outputs/sample/stage2" \
+# The profile's final checkpoint (stage 3 with `preference: true`, else stage 2), asked of the profile.
+final="$(.venv/bin/python -c 'from maerak.profiles import ROOT, get_profile; print(get_profile("sample").final_dir.relative_to(ROOT))')"
+./run.sh submit --profile sample --model "$scratch/$final" \
   --output "$scratch/host/submission.json" --no-cache --quiet
 took
 container_sha="$(sha256sum <"$scratch/outputs/sample/submission.json" | cut -d' ' -f1)"

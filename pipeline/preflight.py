@@ -70,7 +70,7 @@ def preflight_profile(real: Profile, configs: Path, data: str, out: str = OUT) -
 
 
 def write_configs(src: Path, overrides: dict[str, Any], profile: Profile, base: Path, gpus: int = 1,
-                  stages: tuple[int, ...] = (1, 2)) -> Path:
+                  stages: tuple[int, ...] | None = None) -> Path:
     """The one place stage configs are written rather than read: the real ones (`src`) with the
     overrides and this run's paths (its outputs, the tiny `base`) into the preflight profile's
     axolotl_configs folder; Axolotl then runs them as they are."""
@@ -78,7 +78,8 @@ def write_configs(src: Path, overrides: dict[str, Any], profile: Profile, base: 
 
     folder = profile.path("axolotl_configs")
     folder.mkdir(parents=True, exist_ok=True)
-    for stage in stages:
+    # Default: every stage file the source folder has (stage 3's only matters with `preference: true`).
+    for stage in stages or tuple(n for n, f in STAGE_FILES.items() if (src / f).is_file()):
         name = STAGE_FILES[stage]
         cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage, gpus)
         cfg = ar.placed(cfg, profile, stage, base_model=base if stage == 1 else None)
