@@ -68,18 +68,12 @@ def orpo_step_loss(model, batch: dict, pad_id: int, full: bool):
 
 def child(args) -> dict:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bench.train_step import collate, load_for_training, tokenized_rows
     from training.answer_loss import enable
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
-    model.train()
+    tokenizer, model = load_for_training(args.model, args.threads)
     if args.mode == "sft":
-        from bench.train_step import collate, tokenized_rows
 
         enable(model)
         rows = tokenized_rows(None, tokenizer, args.rows * (args.steps + 1), 1024)

@@ -89,19 +89,27 @@ def peak_rss_kib() -> int:
     return status_kib("VmHWM")
 
 
-def child(args) -> dict:
-    """One mode, one round: load, one warm-up step, then time --steps steps."""
+def load_for_training(model_dir: Path, threads: int | None):
+    """The embedded model as the training-step benches use it: fp32, sdpa, train mode, seed 0."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.train()
+    return tokenizer, model
+
+
+def child(args) -> dict:
+    """One mode, one round: load, one warm-up step, then time --steps steps."""
+    import torch
+
     from training.answer_loss import enable
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="sdpa")
-    model.train()
+    tokenizer, model = load_for_training(args.model, args.threads)
     if args.mode != "standard":
         enable(model)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "autocast")
