@@ -69,17 +69,16 @@ def preflight_profile(real: Profile, configs: Path, data: str, out: str = OUT) -
     return Profile(name=real.name, settings=settings, root=real.root)
 
 
-def write_configs(src: Path, overrides: dict[str, Any], profile: Profile, base: Path, gpus: int = 1,
-                  stages: tuple[int, ...] | None = None) -> Path:
+def write_configs(src: Path, overrides: dict[str, Any], profile: Profile, base: Path, gpus: int = 1) -> Path:
     """The one place stage configs are written rather than read: the real ones (`src`) with the
     overrides and this run's paths (its outputs, the tiny `base`) into the preflight profile's
-    axolotl_configs folder; Axolotl then runs them as they are."""
+    axolotl_configs folder, for the stages the profile runs (it keeps the real one's `preference:`);
+    Axolotl then runs them as they are."""
     from training import axolotl_run as ar
 
     folder = profile.path("axolotl_configs")
     folder.mkdir(parents=True, exist_ok=True)
-    # Default: every stage file the source folder has (stage 3's only matters with `preference: true`).
-    for stage in stages or tuple(n for n, f in STAGE_FILES.items() if (src / f).is_file()):
+    for stage in profile.training_stages:
         name = STAGE_FILES[stage]
         cfg = override_stage(load_yaml(src / name, "Axolotl config"), overrides, stage, gpus)
         cfg = ar.placed(cfg, profile, stage, base_model=base if stage == 1 else None)
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()  # offline: nothing is downloaded
 
     def configs() -> str:
-        return str(write_configs(src, overrides, profile, Path(args.out) / "base", args.gpus, real.training_stages))
+        return str(write_configs(src, overrides, profile, Path(args.out) / "base", args.gpus))
 
     def base() -> str:
         return build_base(real, overrides, out / "base")

@@ -10,7 +10,7 @@ import pytest
 
 from maerak import profiles
 from maerak.errors import ConfigError
-from maerak.profiles import Profile, auto_profile, get_profile, load_profiles, require_gpu
+from maerak.profiles import STAGE_FILES, Profile, auto_profile, get_profile, load_profiles, require_gpu
 from preprocessing import config, lengths, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_an_online_profile_fetches_the_length_tokenizer_an_offline_one_does_not(
 
 def _competition(tmp_path: Path) -> tuple[Profile, config.SourcesConfig]:
     (tmp_path / "axolotl_configs").mkdir()
-    for name in ("stage1_qlora.yml", "stage2_full.yml", "stage3_orpo.yml"):
+    for name in STAGE_FILES.values():
         (tmp_path / "axolotl_configs" / name).write_text(
             (ROOT / "axolotl_configs" / "competition" / name).read_text(encoding="utf-8"), encoding="utf-8")
     settings = dict(load_profiles()["competition"], axolotl_configs="axolotl_configs",
