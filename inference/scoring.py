@@ -1,10 +1,8 @@
-"""The scoring primitive: the log-likelihood of a continuation after a context (as
-lm-evaluation-harness has it), batched, cached, and fitted to the GPU.
-
-A `maerak.modes.Request` is one context and the continuations scored after it (three: one per
-option). The mode (maerak/modes.py) decides what the context and continuations are, how their
-text becomes tokens, and how the three log-likelihoods become option probabilities; nothing
-here knows a mode by name.
+"""The transformers backend of the scoring primitive: the log-likelihood of a continuation after a
+context (as lm-evaluation-harness has it), read through a token prefix tree and fitted to the GPU.
+Cache lookups, writes and progress are inference/caching.py's (`Backend.score`), shared with the
+vLLM backend; tokens and truncation are inference/tokens.py's; probabilities and ensembles
+inference/ensemble.py's.
 
 The log-likelihood of a continuation is the sum over its tokens of log p(token | everything
 before it): each token's logit minus the log-sum-exp of all logits at its position (float32 on
@@ -14,167 +12,36 @@ its option orders), so the scorer reads them as a token trie (`prefix_tree`): ea
 run once, batch 1 and unpadded, on its parent's KV cache, and the last position of a context
 predicts every continuation's first token. Only continuations longer than one token need a
 second forward, which reads their other tokens on the context's cache (repeated per
-continuation, right-padded, in pieces of `batch_size`; on CUDA out-of-memory the piece is
-halved, `Scorer.forward_fitting`). Nothing is padded between a prefix and what follows it, so
-sliding-window layers see what a full forward of the whole context would.
+continuation, right-padded, in pieces of `batch_size`). Nothing is padded between a prefix and
+what follows it, so sliding-window layers see what a full forward of the whole context would.
 
-Pure helpers (`average`, `combine`, `argmax_first`) take numbers and return numbers; `Scorer`
-is the model edge; `ScoreCache` is the resume edge (a JSONL file of log-likelihoods keyed by
-item id + model fingerprint + mode key + order + hash of context and continuations).
+Out of GPU memory: in the continuation rows, the piece is halved and the whole unit is computed
+again at the smaller size, which is then part of the cache identity (`fingerprint`): batches of
+other sizes may differ in the last bits on a GPU, so a number is cached under the batch it was
+computed with. In a tree node (batch 1, nothing to halve) the read is retried once after freeing
+the allocator's cache (the same computation, the same numbers), then stops with one line.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from maerak.files import append_jsonl, read_keyed_jsonl
-from maerak.modes import Mode, Request
-from maerak.prompt import fit_prompt
-from maerak.schema import Item
+from inference.caching import Backend, Unit, identity, identity_of
+from inference.tokens import Encoded
+from maerak.errors import MaerakError
 
-ENSEMBLE_MODES = ("mean", "vote")
-# How the transformers scorer splits a context into forwards, in its fingerprint: numbers computed
+# How the transformers scorer splits a context into forwards, in its identity: numbers computed
 # another way differ in the last bits, so a cache from another scheme is not reused.
 SCHEME = "prefix-tree1"
 
 
-# ---------------------------------------------------------------- pure helpers
-def average(rows: Sequence[Sequence[float]]) -> list[float]:
-    n = len(rows)
-    return [sum(r[i] for r in rows) / n for i in range(3)]
+class BatchReduced(Exception):
+    """A continuation piece ran out of GPU memory and `fit_batch` was lowered: redo the unit."""
 
 
-def argmax_first(values: Sequence[float]) -> int:
-    """Index of the largest value; ties go to the LOWEST index (deterministic)."""
-    best = 0
-    for i in range(1, len(values)):
-        if values[i] > values[best]:
-            best = i
-    return best
-
-
-def combine(per_model: Sequence[Sequence[float]], mode: str = "mean") -> tuple[int, list[float]]:
-    """Combine per-model option probabilities into (chosen option index, combined probs).
-
-    mean: average the probabilities, argmax; exact ties -> lowest option index.
-    vote: each model votes for its argmax (its own ties -> lowest index); the option
-      with most votes wins; a tie in votes is broken by the higher mean probability
-      among the tied options, then by the lowest option index.
-    The returned probabilities are the mean probabilities in both modes.
-    """
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"unknown ensemble mode {mode!r}; expected mean or vote")
-    mean = average(per_model)
-    if mode == "mean":
-        return argmax_first(mean), mean
-    votes = [0, 0, 0]
-    for probs in per_model:
-        votes[argmax_first(probs)] += 1
-    top = max(votes)
-    tied = [i for i in range(3) if votes[i] == top]
-    best = tied[0]
-    for i in tied[1:]:
-        if mean[i] > mean[best]:
-            best = i
-    return best, mean
-
-
-# ---------------------------------------------------------------- tokens
-@dataclass(frozen=True)
-class Encoded:
-    """A request as token ids: the context (with BOS) and each continuation's tokens."""
-
-    context: tuple[int, ...]
-    continuations: tuple[tuple[int, ...], ...]
-
-
-def encode_request(tokenizer, req: Request, max_length: int) -> tuple[Encoded, bool]:
-    """The request as token ids, and whether its context was cut. The model reads the context and
-    each continuation but its last token (that one is only predicted), so the context may take
-    `max_length` minus (longest continuation - 1) tokens, as lm-evaluation-harness cuts. An
-    over-long context leaves out the conversation's oldest turns (maerak.prompt.fit_prompt), so
-    BOS, the instruction, the question and the options stay. Only when that is not enough (or
-    the request has no item) are the oldest tokens after BOS cut."""
-    continuations = tuple(tuple(req.mode.continuation_ids(tokenizer, c)) for c in req.continuations)
-    room = max_length - (max(len(c) for c in continuations) - 1)
-    ids = list(tokenizer(req.context, add_special_tokens=True)["input_ids"])
-    if len(ids) <= room:
-        return Encoded(tuple(ids), continuations), False
-    if req.item is not None:
-        context, _ = fit_prompt(req.item, req.order, lambda text: len(tokenizer(text)["input_ids"]), room,
-                                lambda _item, skip: req.render(skip))
-        ids = list(tokenizer(context, add_special_tokens=True)["input_ids"])
-    if len(ids) > room:
-        head = ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
-        ids = head + ids[len(ids) - (room - len(head)):]
-    return Encoded(tuple(ids), continuations), True
-
-
-# ---------------------------------------------------------------- fingerprints
-def model_fingerprint(model_dir: str | Path) -> str:
-    """A cheap, content-based id of a checkpoint: full sha256 of config/tokenizer files,
-    and for weight files their size plus sha256 of the first, middle and last MiB.
-    (Hashing 18 GB of gemma-2-9b weights on every submit would take minutes.)"""
-    root = Path(model_dir)
-    h = hashlib.sha256()
-    chunk = 1 << 20
-    for p in sorted(x for x in root.rglob("*") if x.is_file() and not x.name.startswith(".")):
-        rel = str(p.relative_to(root))
-        size = p.stat().st_size
-        h.update(f"{rel}\0{size}\0".encode())
-        if p.suffix in (".json", ".model", ".txt", ".jinja") or size <= 3 * chunk:
-            h.update(p.read_bytes())
-        else:
-            with open(p, "rb") as fh:
-                for offset in (0, size // 2, size - chunk):
-                    fh.seek(offset)
-                    h.update(fh.read(chunk))
-    return h.hexdigest()[:16]
-
-
-def prompt_hash(prompt: str) -> str:
-    return hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:12]
-
-
-# ---------------------------------------------------------------- cache
-class ScoreCache:
-    """Append-only JSONL of log-likelihoods. One line per scored request under one model/setup;
-    a torn last line (interrupted write) is ignored on reading."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self.rows: dict[str, list[float]] = {}
-        if self.path:
-            for k, row in read_keyed_jsonl(self.path).items():
-                try:
-                    self.rows[k] = [float(x) for x in row["loglikelihoods"]]
-                except (KeyError, TypeError, ValueError):
-                    continue
-
-    @staticmethod
-    def key(fingerprint: str, req: Request) -> str:
-        text = req.context + "".join("\0" + c for c in req.continuations)
-        return f"{req.item_id}|{fingerprint}|{req.mode.key}|{req.order_key}|{prompt_hash(text)}"
-
-    def get(self, fingerprint: str, req: Request) -> list[float] | None:
-        return self.rows.get(self.key(fingerprint, req))
-
-    def put_many(self, fingerprint: str, pairs: Iterable[tuple[Request, list[float]]]) -> None:
-        rows = []
-        for req, lls in pairs:
-            k = self.key(fingerprint, req)
-            self.rows[k] = list(lls)
-            rows.append({"key": k, "id": req.item_id, "model": fingerprint, "mode": req.mode.key,
-                         "order": req.order_key, "loglikelihoods": list(lls)})
-        if self.path:
-            append_jsonl(self.path, rows)
-
-
-# ---------------------------------------------------------------- model edge
 def resolve_dtype(name: str, device: str):
     import torch
 
@@ -222,8 +89,9 @@ def prefix_tree(contexts: Sequence[Sequence[int]], idx: Sequence[int] | None = N
     return Node(tuple(contexts[idx[0]][start:end]), ends, children)
 
 
-class Scorer:
-    """Loads one checkpoint (transformers) and returns each request's continuation log-likelihoods."""
+class Scorer(Backend):
+    """Loads one checkpoint (transformers) and returns each request's continuation log-likelihoods.
+    Keep the `dtype` argument: the profile's scoring.dtype and its CPU choice come in through it."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "float32", batch_size: int = 4,
                  max_length: int = 1024, device: str | None = None):
@@ -248,17 +116,15 @@ class Scorer:
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        self.fingerprint = hashlib.sha256(
-            f"{model_fingerprint(self.model_dir)}|{self.dtype}|{self.max_length}|{self.batch_size}|{SCHEME}".encode()
-        ).hexdigest()[:16]
+        self.model_id = identity(self.model_dir)  # the checkpoint's content, hashed once per scorer
         self.truncated: list[str] = []
         self.fit_batch: int | None = None  # set when a batch of `batch_size` ran out of GPU memory
+        self._shared = None  # the KV cache of the prefix every request shares, for the current `units`
 
-    def encode(self, req: Request) -> Encoded:
-        enc, cut = encode_request(self.tokenizer, req, self.max_length)
-        if cut and req.item_id not in self.truncated:
-            self.truncated.append(req.item_id)
-        return enc
+    @property
+    def fingerprint(self) -> str:
+        """Checkpoint content, dtype, length, the batch the continuation rows run in now, the scheme."""
+        return identity_of(self.model_id, self.dtype, self.max_length, self.fit_batch or self.batch_size, SCHEME)
 
     def extend(self, tokens: Sequence[int], past):
         """One tree node: `tokens` read after `past` (a KV cache, or None at the root), batch 1 and
@@ -269,8 +135,19 @@ class Scorer:
         import torch
 
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+        for attempt in (1, 2):
+            try:
+                with torch.inference_mode():
+                    out = self.model(input_ids=ids, past_key_values=past, use_cache=True, logits_to_keep=1)
+                break
+            except torch.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if attempt == 2:
+                    held = past.get_seq_length() if past is not None else 0
+                    raise MaerakError(
+                        f"{self.model_dir}: out of GPU memory reading {len(tokens)} context tokens after {held} "
+                        f"(batch 1, nothing to halve); lower scoring.max_length or use a larger GPU") from None
         last = out.logits[0, -1].float()
         return out.past_key_values, last, float(last.logsumexp(-1))
 
@@ -302,8 +179,9 @@ class Scorer:
         return [sum(taken[k][j] - lse[k][j] for j in range(len(c) - 1)) for k, c in enumerate(rows)]
 
     def forward_fitting(self, cache, rows: Sequence[Sequence[int]]) -> list[float]:
-        """forward in pieces of at most `batch_size` rows that fit: on CUDA out-of-memory the piece
-        is halved (and stays halved for the rest of the run), down to one row, which must fit."""
+        """forward in pieces of at most `batch_size` rows: on CUDA out-of-memory the batch is halved
+        (and stays halved for the rest of the run) and BatchReduced asks for the unit again, so all
+        of a unit's numbers come from one batch size, the one in `fingerprint`; one row must fit."""
         import torch
 
         parts: list[float] = []
@@ -313,14 +191,16 @@ class Scorer:
             try:
                 parts += self.forward(cache, chunk)
             except torch.OutOfMemoryError:
-                if len(chunk) == 1:
-                    raise
-                self.fit_batch = max(1, len(chunk) // 2)
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
+                if len(chunk) == 1:
+                    raise MaerakError(f"{self.model_dir}: out of GPU memory scoring one continuation row on a "
+                                      f"{cache.get_seq_length()}-token context; lower scoring.max_length "
+                                      "or use a larger GPU") from None
+                self.fit_batch = max(1, len(chunk) // 2)
                 print(f"\nwarning: out of GPU memory at batch size {len(chunk)}; scoring in batches of {self.fit_batch}",
                       file=sys.stderr)
-                continue
+                raise BatchReduced from None
             start += len(chunk)
         return parts
 
@@ -342,51 +222,34 @@ class Scorer:
             results.update(self.walk(child, cache if k == len(node.children) - 1 else copy.deepcopy(cache), encoded))
         return results
 
-    def score(self, requests: Sequence[Request], cache: ScoreCache | None = None,
-              on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> list[list[float]]:
-        """Continuation log-likelihoods for every request, each shared context prefix read once
-        (`prefix_tree`). The work comes in units, the subtrees below the prefix every request
-        shares (in practice one conversation each, with all its items and option orders); a unit
-        whose requests are all cached is skipped, and each scored unit is appended to the cache
-        before the next starts. The units depend only on the requests, not on what the cache
-        holds, so a resumed run computes every number exactly as an uninterrupted one."""
-        self.truncated = []
-        encoded = [self.encode(r) for r in requests]
+    def units(self, encoded: Sequence[Encoded], todo: Sequence[int]) -> list[Unit]:
+        """The subtrees below the prefix every request shares (in practice one conversation each,
+        with all its items and option orders). They depend only on the requests, not on what the
+        cache holds, so a resumed run computes every number exactly as an uninterrupted one."""
         root = prefix_tree([e.context for e in encoded])
-        units = root.children if root.children and not root.ends else [root]
-        shared = None  # the root's cache, computed when the first unit below it needs scoring
-        results: list[list[float] | None] = [None] * len(requests)
-        done = 0
-        for b, unit in enumerate(units):
-            idx = unit.requests()
-            cached = [cache.get(self.fingerprint, requests[i]) if cache else None for i in idx]
-            if all(c is not None for c in cached):
-                for i, c in zip(idx, cached):
-                    results[i] = c
-            else:
-                if unit is root or not root.tokens:
-                    scored = self.walk(unit, None, encoded)
+        self._shared = None
+        nodes = root.children if root.children and not root.ends else [root]
+        return [Unit(tuple(n.requests()), (root, n)) for n in nodes]
+
+    def unit_loglikelihoods(self, encoded: Sequence[Encoded], unit: Unit) -> list[list[float]]:
+        root, node = unit.work
+        while True:
+            try:
+                if node is root or not root.tokens:
+                    scored = self.walk(node, None, encoded)
                 else:
-                    if shared is None:
-                        shared = self.extend(root.tokens, None)[0]
-                    scored = self.walk(unit, copy.deepcopy(shared), encoded)
-                for i in idx:
-                    results[i] = scored[i]
-                if cache is not None:
-                    cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in idx])
-            done += len(idx)
-            if progress:
-                print(f"\r  scored {done}/{len(requests)}", end="", file=sys.stderr, flush=True)
-            if on_batch is not None:
-                on_batch(b, done)
-        if progress:
-            print(file=sys.stderr)
-        return [r for r in results]  # type: ignore[misc]
+                    if self._shared is None:  # computed when the first unit below it needs scoring
+                        self._shared = self.extend(root.tokens, None)[0]
+                    scored = self.walk(node, copy.deepcopy(self._shared), encoded)
+                return [scored[i] for i in unit.requests]
+            except BatchReduced:
+                continue
 
     def close(self) -> None:
         import gc
 
         del self.model
+        self._shared = None
         gc.collect()
         try:
             import torch
@@ -397,19 +260,3 @@ class Scorer:
             pass
 
 
-# ---------------------------------------------------------------- items -> probabilities
-def item_probs(items: Sequence[Item], requests: Sequence[Request], loglikelihoods: Sequence[Sequence[float]]
-               ) -> dict[str, list[float]]:
-    """Per item: probabilities over the ORIGINAL options (each request's mode maps them), averaged
-    over its orders."""
-    rows: dict[str, list[list[float]]] = {it.id: [] for it in items}
-    for req, lls in zip(requests, loglikelihoods):
-        rows[req.item_id].append(req.mode.probabilities(req, lls))
-    return {iid: average(r) for iid, r in rows.items()}
-
-
-def score_items(scorer, items: Sequence[Item], mode: Mode, tta: str = "none", cache: ScoreCache | None = None,
-                on_batch: Callable[[int, int], None] | None = None, progress: bool = False) -> dict[str, list[float]]:
-    requests = mode.requests(items, mode.orders(tta))
-    lls = scorer.score(requests, cache=cache, on_batch=on_batch, progress=progress)
-    return item_probs(items, requests, lls)

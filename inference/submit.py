@@ -16,19 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inference.backends import make_scorer
+from inference.caching import ScoreCache
 from inference.check_submission import check_submission_data
-from inference.scoring import ENSEMBLE_MODES, ScoreCache, combine, score_items
+from inference.degenerate import degeneracy
+from inference.ensemble import ENSEMBLE_MODES, combine, score_items
+from maerak import cpu_dtype
 from maerak.checkpoint import checkpoint_problems
 from maerak.clean import model_view
-from maerak.files import atomic_write_bytes, atomic_write_json, dumps_json, output_problem, same_file
-from maerak.modes import MODES, checkpoint_mode
-from maerak.profiles import resolve_profile, seed_everything
+from maerak.files import dumps_json, output_problem, same_file, write_together
+from maerak.lock import output_lock
+from maerak.modes import MODES, NonFiniteError, checkpoint_mode
+from maerak.profiles import probs_path, resolve_profile, seed_everything
 from maerak.prompt import ORDER_SETS
 from maerak.schema import LABELS, DataError, decode_json, load_items, with_outputs
-
-
-def probs_path(output: Path) -> Path:
-    return output.with_name(output.stem + ".probs.json")
+from maerak.typed import positive_int
 
 
 def default_cache(output: Path) -> Path:
@@ -56,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="letters: the answer letter's log-likelihood; options: each option's (default: the mode "
                         "the checkpoint was trained for, else profile scoring.mode); a contradicting --mode is refused")
     p.add_argument("--ensemble", choices=ENSEMBLE_MODES, default="mean", help="how several models combine")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: profile scoring.dtype)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: profile scoring.batch_size")
+    p.add_argument("--max-length", type=positive_int, default=None, help="tokens; default: profile scoring.max_length")
+    p.add_argument("--dtype", default=None, help="auto | float32 | bfloat16 | float16 (default: profile scoring.dtype; auto: measured on this CPU, maerak/cpu_dtype.py)")
     p.add_argument("--backend", choices=("auto", "transformers", "vllm"), default="transformers",
                    help="vllm needs `import vllm` (.venv-vllm: make setup VLLM=1); auto picks it when importable")
     p.add_argument("--cache", type=Path, default=None, help="score cache JSONL (default: <output stem>.cache.jsonl)")
@@ -76,9 +77,12 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
     input_path = args.input or profile.split_file("test")
     output = args.output or profile.submission
     tta = args.tta or scoring.get("tta", "none")
-    batch_size = args.batch_size or int(scoring.get("batch_size", 4))
-    max_length = args.max_length or int(scoring.get("max_length", 1024))
+    batch_size = args.batch_size or int(scoring["batch_size"])  # None: not given (argparse refuses 0 and below)
+    max_length = args.max_length or int(scoring["max_length"])
     dtype = args.dtype or scoring.get("dtype", "float32")
+    if dtype == "auto":  # one decision per CPU, cached: every scoring run on this machine uses the same dtype
+        dtype = cpu_dtype.resolve("auto", profile.out / cpu_dtype.CACHE_DIR,
+                                  log=(lambda _: None) if args.quiet else (lambda s: print(s, file=sys.stderr))).dtype
 
     cache_path = None if args.no_cache else (args.cache or default_cache(output))
     problems = path_problems(input_path, output, cache_path) + [
@@ -107,52 +111,62 @@ def run(args: argparse.Namespace, on_batch: Callable[[int, int], None] | None = 
         print(f"error: {input_path}: no items to score", file=sys.stderr)
         return 1
 
-    cache = None if cache_path is None else ScoreCache(cache_path)
-    per_model: list[dict[str, list[float]]] = []
-    model_info = []
-    for m in models:
-        if not args.quiet:
-            print(f"scoring {len(items)} items with {m} (mode={mode.name}, tta={tta}, dtype={dtype}, batch={batch_size})",
-                  file=sys.stderr)
-        kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length, **profile.vllm}
-        scorer = make_scorer(m, backend=args.backend, **kwargs)
-        probs = score_items(scorer, scored_items, mode, tta=tta, cache=cache, on_batch=on_batch, progress=not args.quiet)
-        if scorer.truncated:
-            print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
-                  f"conversation turns were left out (BOS, instruction, question and options kept): "
-                  f"{', '.join(scorer.truncated)}", file=sys.stderr)
-        per_model.append(probs)
-        model_info.append({"dir": str(m), "fingerprint": scorer.fingerprint})
-        scorer.close()
+    with output_lock(output.parent, "submit"):  # one run per output folder at a time (its score cache too)
+        cache = None if cache_path is None else ScoreCache(cache_path)
+        per_model: list[dict[str, list[float]]] = []
+        model_info = []
+        for m in models:
+            if not args.quiet:
+                print(f"scoring {len(items)} items with {m} (mode={mode.name}, tta={tta}, dtype={dtype}, batch={batch_size})",
+                      file=sys.stderr)
+            kwargs = {"dtype": dtype, "batch_size": batch_size, "max_length": max_length, **profile.vllm}
+            scorer = make_scorer(m, backend=args.backend, **kwargs)
+            try:
+                probs = score_items(scorer, scored_items, mode, tta=tta, cache=cache, on_batch=on_batch,
+                                    progress=not args.quiet)
+            except NonFiniteError as exc:  # a broken checkpoint: nothing is written
+                print(f"{'' if args.quiet else chr(10)}error: {m}: {exc}; nothing written", file=sys.stderr)
+                return 1
+            if scorer.truncated:
+                print(f"warning: {len(scorer.truncated)} item(s) had a prompt longer than {max_length} tokens; their oldest "
+                      f"conversation turns were left out (BOS, instruction, question and options kept): "
+                      f"{', '.join(scorer.truncated)}", file=sys.stderr)
+            per_model.append(probs)
+            model_info.append({"dir": str(m), "fingerprint": scorer.fingerprint})
+            scorer.close()
 
-    outputs: dict[str, str] = {}
-    prob_rows = []
-    for it in items:
-        rows = [pm[it.id] for pm in per_model]
-        choice, mean = combine(rows, args.ensemble)
-        outputs[it.id] = LABELS[choice]
-        prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
-                          **({"per_model": rows} if len(rows) > 1 else {})})
+        outputs: dict[str, str] = {}
+        prob_rows = []
+        for it in items:
+            rows = [pm[it.id] for pm in per_model]
+            choice, mean = combine(rows, args.ensemble)
+            outputs[it.id] = LABELS[choice]
+            prob_rows.append({"id": it.id, "probs": mean, "prediction": outputs[it.id],
+                              **({"per_model": rows} if len(rows) > 1 else {})})
 
-    # Each item's raw dict is the input exactly as given: only `output` changes. The check runs on the
-    # bytes that will be written, decoded as a reader would, and those same bytes are written.
-    submission = with_outputs(items, outputs)
-    data = dumps_json(submission).encode("utf-8")
-    try:
-        problems = check_submission_data(decode_json(data, str(output)), [it.raw for it in items], str(output),
-                                         str(input_path), data=data)
-    except DataError as exc:
-        problems = exc.problems
-    if problems:
-        print(f"refusing to write {output}:", file=sys.stderr)
-        for p in problems:
-            print(f"  {p}", file=sys.stderr)
-        return 1
-    atomic_write_json(probs_path(output), {"models": model_info, "mode": mode.name, "tta": tta, "ensemble": args.ensemble,
-                                           "items": prob_rows})
-    atomic_write_bytes(output, data)
-    print(f"wrote {output} ({len(submission)} items; checked) and {probs_path(output)}")
-    return 0
+        # Each item's raw dict is the input exactly as given: only `output` changes. The check runs on the
+        # bytes that will be written, decoded as a reader would, and those same bytes are written.
+        submission = with_outputs(items, outputs)
+        data = dumps_json(submission).encode("utf-8")
+        try:
+            problems = check_submission_data(decode_json(data, str(output)), [it.raw for it in items], str(output),
+                                             str(input_path), data=data)
+        except DataError as exc:
+            problems = exc.problems
+        if problems:
+            print(f"refusing to write {output}:", file=sys.stderr)
+            for p in problems:
+                print(f"  {p}", file=sys.stderr)
+            return 1
+        degenerate = degeneracy([outputs[it.id] for it in items], [r["probs"] for r in prob_rows])
+        for line in degenerate["warnings"]:
+            print(line, file=sys.stderr)
+        probs = {"models": model_info, "mode": mode.name, "tta": tta, "ensemble": args.ensemble,
+                 "degenerate": degenerate, "items": prob_rows}
+        # both or neither: a new probabilities file never sits beside an older submission
+        write_together({probs_path(output): dumps_json(probs).encode("utf-8"), output: data}, output.parent)
+        print(f"wrote {output} ({len(submission)} items; checked) and {probs_path(output)}")
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

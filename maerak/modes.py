@@ -57,6 +57,11 @@ class ModeError(MaerakError):
     """An unknown mode name, or a mode that contradicts the one a checkpoint was trained for."""
 
 
+class NonFiniteError(MaerakError):
+    """A log-likelihood that is NaN or infinite: the checkpoint is broken (a NaN weight, an overflow)
+    and every number after it would be too (`argmax_first` of NaNs is option 1 for every item)."""
+
+
 @dataclass(frozen=True)
 class Request:
     """One context and the continuations scored after it: the unit every backend scores (the
@@ -96,6 +101,14 @@ def softmax(values: Sequence[float]) -> list[float]:
     exps = [math.exp(x - top) for x in values]
     total = sum(exps)
     return [e / total for e in exps]
+
+
+def check_finite(request: Request, loglikelihoods: Sequence[float]) -> None:
+    """Refuse a non-finite log-likelihood before it becomes a probability or a cached number."""
+    for k, x in enumerate(loglikelihoods):
+        if not math.isfinite(x):
+            raise NonFiniteError(f"item {request.item_id}: the log-likelihood of continuation {k + 1} "
+                                 f"({request.continuations[k]!r}, order {request.order_key}) is {x}, not a finite number")
 
 
 def to_original(probs: Sequence[float], order: Sequence[int]) -> list[float]:
@@ -145,6 +158,7 @@ class Mode:
 
     def probabilities(self, request: Request, loglikelihoods: Sequence[float]) -> list[float]:
         """Probabilities over the ORIGINAL options from the request's three log-likelihoods."""
+        check_finite(request, loglikelihoods)
         return to_original(softmax(loglikelihoods), request.order)
 
     # --- training

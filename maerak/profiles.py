@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from maerak.errors import ConfigError
 from maerak.files import load_yaml
-from maerak.typed import parse
+from maerak.stage_config import check_stage_values
+from maerak.typed import number, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES_FILE = ROOT / "profiles.yml"
@@ -37,9 +38,9 @@ def is_local_model(value: str, root: Path = ROOT) -> bool:
 
 @dataclass(frozen=True)
 class Scoring:
-    batch_size: int = 4
-    max_length: int = 1024
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = number(4, least=1)
+    max_length: int = number(1024, least=1)  # tokens
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"  # auto: measured on the CPU (maerak/cpu_dtype.py)
     tta: str = "none"     # an option-order set (maerak.prompt.ORDER_SETS)
     mode: str = "letters"  # letters | options (maerak.modes.MODES): the scorer and the training rows follow it
 
@@ -90,9 +91,11 @@ def read_stage_yaml(path: Path) -> dict[str, Any]:
         st = path.stat()
     except OSError:
         return load_yaml(path, "Axolotl config")  # raises the one-line "no such" error
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)  # as maerak/fingerprint.py keys a file
     if key not in _YAML_CACHE:
-        _YAML_CACHE[key] = load_yaml(path, "Axolotl config")
+        cfg = load_yaml(path, "Axolotl config")
+        check_stage_values(cfg, path)  # the values the project reads or Axolotl needs, before any run
+        _YAML_CACHE[key] = cfg
     return copy.deepcopy(_YAML_CACHE[key])
 
 
@@ -127,7 +130,7 @@ class Profile:
         """Stage 1's base_model; "" for a profile with no stage configs (a data-only profile: no model)."""
         if not self.has_stage_configs:
             return ""
-        return str(self.stage_config(1)["base_model"])
+        return str(self.stage_config(1)["base_model"])  # present: checked by read_stage_yaml
 
     @property
     def base_model_is_local(self) -> bool:
@@ -287,6 +290,11 @@ class Profile:
         return self.out / "manifest.json"
 
 
+def probs_path(output: Path) -> Path:
+    """Where submit writes the per-item probabilities of a predictions file `output`."""
+    return output.with_name(output.stem + ".probs.json")
+
+
 def load_profiles(path: Path = PROFILES_FILE) -> dict[str, dict[str, Any]]:
     """profiles.yml as written, every profile checked (a typo in one shows whichever runs)."""
     profiles = load_yaml(path, "profiles file")
@@ -311,12 +319,68 @@ def has_gpu() -> bool:
         return shutil.which("nvidia-smi") is not None
 
 
-def require_gpu(profile: Profile) -> None:
-    """A profile with `needs_gpu: true` stops here, at the start, on a machine without CUDA, rather
-    than minutes later inside a library (`make preflight` is the CPU way to run its configs)."""
-    if profile.config.needs_gpu and not has_gpu():
+DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"  # what --gpus N > 1 adds when stage 2 names none
+
+
+def gpu_needs(profile: Profile, stages: tuple[int, ...] | None = None, gpus: int = 1
+              ) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
+    """(steps, the steps in bf16, DeepSpeed configs by file) of a GPU run of `stages` (default: the
+    profile's), read from the stage YAMLs and the scoring settings (pure but for reading them)."""
+    stages = stages if stages is not None else profile.training_stages
+    steps = [f"stage{n}" for n in stages] + (["merge"] if 1 in stages else [])
+    bf16 = [f"stage{n}" for n in stages if profile.stage_config(n).get("bf16") is True]
+    if stages == profile.training_stages:
+        steps.append("submit")
+        if profile.config.scoring.dtype == "bfloat16":
+            bf16.append("submit")
+    ds: dict[str, dict[str, Any]] = {}
+    for n in stages:  # a stage's own `deepspeed:` key (one GPU too), or what --gpus N > 1 adds to stage 2
+        name = profile.stage_config(n).get("deepspeed") or (DEEPSPEED_DEFAULT if gpus > 1 and n == 2 else None)
+        if name:
+            path = Path(name) if Path(name).is_absolute() else profile.root / name
+            ds[str(name)] = load_yaml(path, "DeepSpeed config")
+    return steps, bf16, ds
+
+
+def nvidia_smi_sees_gpu() -> bool:
+    from maerak import gpu
+
+    return gpu.nvidia_smi_sees_gpu()
+
+
+def torch_cuda_problem() -> str:
+    """Why torch cannot use the GPU nvidia-smi sees (torch installed: has_gpu() said False)."""
+    from maerak import gpu
+
+    try:
+        import torch
+    except ImportError:
+        return "nvidia-smi sees a GPU but torch is not installed: `make setup`"
+    err = ""
+    try:
+        torch.cuda.init()
+    except Exception as exc:  # noqa: BLE001 - the message is what the user needs
+        err = str(exc)
+    return gpu.torch_cuda_problem(torch.__version__, torch.version.cuda, err)
+
+
+def require_gpu(profile: Profile, stages: tuple[int, ...] | None = None, gpus: int = 1) -> None:
+    """A profile with `needs_gpu: true` stops here, at the start, on a machine that cannot run it,
+    rather than minutes later inside a library (`make preflight` is the CPU way to run its configs):
+    no CUDA; then the GPU's architecture against torch's and bitsandbytes' builds, bf16, free
+    memory against maerak/gpu_memory.yml, and a CPU-offload DeepSpeed config without a CUDA toolkit."""
+    if not profile.config.needs_gpu:
+        return
+    if not has_gpu():
         raise ConfigError(f"profile {profile.name!r} needs a CUDA GPU ({profile.file}: needs_gpu: true) and torch sees "
                           f"none; on this machine `make preflight` runs its configs end to end on a CPU")
+    from maerak import gpu
+
+    steps, bf16, ds = gpu_needs(profile, stages, gpus)
+    found = gpu.problems(gpu.probe(), steps, bf16, gpu.memory_needs(), ds, gpus)
+    if found:
+        # One line per problem; the first is the error, the others follow it on the same line.
+        raise ConfigError(f"profile {profile.name!r} cannot run on this GPU: " + " | ".join(found))
 
 
 def auto_profile(root: Path = ROOT) -> tuple[str, str]:
@@ -330,6 +394,8 @@ def auto_profile(root: Path = ROOT) -> tuple[str, str]:
     if len(present) < len(SPLITS):
         return "sample", f"no official data in {raw.relative_to(root)}/ (need {', '.join(s + '.json' for s in SPLITS)})"
     if not has_gpu():
+        if nvidia_smi_sees_gpu():  # a GPU torch cannot use: say why, not run the CPU profile in its place
+            raise ConfigError(torch_cuda_problem())
         return "official-cpu", ("official data found, but no CUDA GPU: the embedded 270M model on the official "
                                 "files, option-likelihood scoring (the competition profile needs a GPU)")
     return "competition", "official data and a CUDA GPU found"

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maerak.errors import DataError  # defined with the other error types; the stages import it from here too
+from maerak.errors import DataError, InputFileError  # DataError: the stages import it from here too
+from maerak.files import read_input_bytes
 
 CATEGORIES: tuple[str, ...] = ("원인", "후행사건", "전제", "동기", "반응")
 LABELS: tuple[str, ...] = ("inference_1", "inference_2", "inference_3")
@@ -50,6 +51,15 @@ def show_name(name: str, limit: int = 120) -> str:
     if short and short.isprintable() and ": " not in short and short == short.strip():
         return short
     return json.dumps(short)
+
+
+def one_line(text: str) -> str:
+    """`text` with each non-printable character (newline, CR, ESC, U+2028 ...) written as its
+    escape (\\n, \\x1b): a line of a report built from user data (an id) stays one line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def show_value(value: Any, limit: int = 60) -> str:
@@ -116,13 +126,11 @@ def _parse_utterances(conv: Any, file: str, iid: str) -> tuple[list[Utterance], 
             problems.append(Problem(file, iid, where, "not an object"))
             continue
         speaker = u.get("speaker")
-        if isinstance(speaker, str) and speaker.strip().isdigit():
-            speaker = int(speaker)
-        if not isinstance(speaker, int) or isinstance(speaker, bool):
-            problems.append(Problem(file, iid, f"{where}.speaker", f"expected an integer, got {show_value(speaker)}"))
+        # Exactly the integers 1 and 2: the prompt renders 화자1/화자2, so "1" (text), 0, 3 or -5
+        # would train and score a speaker the task never has.
+        if type(speaker) is not int or speaker not in SPEAKERS:
+            problems.append(Problem(file, iid, f"{where}.speaker", f"expected 1 or 2 (an integer), got {show_value(speaker)}"))
             continue
-        if speaker not in SPEAKERS:
-            problems.append(Problem(file, iid, f"{where}.speaker", f"speaker {speaker}; the data has speakers 1 and 2", WARNING))
         text = u.get("utterance")
         # Real files carry integer utterances (e.g. a bare number typed in chat) and
         # empty ones; both are kept as text so that reference ids stay valid.
@@ -176,6 +184,9 @@ def parse_item(raw: Any, file: str, index: int) -> tuple[Item | None, list[Probl
         elif len(value) > MAX_TEXT_CHARS:
             problems.append(Problem(file, iid, f"input.{key}", f"{len(value):,} characters (limit {MAX_TEXT_CHARS:,})"))
         options.append(value if isinstance(value, str) else "")
+    if all(isinstance(o, str) and o.strip() for o in options) and len({" ".join(o.split()) for o in options}) == 1:
+        problems.append(Problem(file, iid, "input.inference_2", "inference_1, inference_2 and inference_3 are the same "
+                                "text: nothing to choose between"))
     refs = inp.get("reference_id", [])
     if isinstance(refs, str):
         refs = [refs]
@@ -213,6 +224,8 @@ def parse_items(data: Any, file: str) -> tuple[list[Item], list[Problem]]:
     """Parse decoded JSON of a whole file. Items with errors are left out of the list."""
     if not isinstance(data, list):
         return [], [Problem(file, "-", "file", f"expected a JSON list of items, got {type(data).__name__}")]
+    if not data:
+        return [], [Problem(file, "-", "file", "an empty list: no items")]
     items: list[Item] = []
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -230,16 +243,12 @@ def parse_items(data: Any, file: str) -> tuple[list[Item], list[Problem]]:
 
 
 def read_file_bytes(path: str | Path) -> bytes:
-    """A file's bytes, or a DataError naming the file: missing, a directory, unreadable, empty."""
-    path = Path(path)
+    """A file's bytes, or a DataError naming the file: missing, a directory, a device or FIFO, over
+    the size cap (maerak.files.read_input_bytes), unreadable, empty."""
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError([Problem(str(path), "-", "file", "no such file")]) from None
-    except IsADirectoryError:
-        raise DataError([Problem(str(path), "-", "file", "is a directory, not a file")]) from None
-    except OSError as exc:
-        raise DataError([Problem(str(path), "-", "file", f"unreadable: {exc.strerror}")]) from None
+        data = read_input_bytes(path)
+    except InputFileError as exc:
+        raise DataError([Problem(str(path), "-", "file", exc.reason)]) from None
     if not data.strip():
         raise DataError([Problem(str(path), "-", "file", "empty file" if not data else "empty file (only whitespace)")])
     return data
@@ -295,7 +304,8 @@ def decode_json(data: bytes, name: str) -> Any:
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
-        raise fail(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        # "Invalid control character at" already ends in "at": one "at" before the position
+        raise fail(f"not valid JSON: {exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise fail(f"nested more than {MAX_DEPTH} levels deep (a real item is 5): not a competition file") from None
     except ValueError as exc:  # from the hooks above, or an integer of more than 4300 digits

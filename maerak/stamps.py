@@ -1,7 +1,7 @@
 """Content stamps: has a pipeline step already run on exactly these inputs, with its outputs intact?
 
 A stamp (outputs/<profile>/.stamps/<step>.json) is written only after a step succeeds.
-It holds a fingerprint of the step's inputs (file contents, plus the code the step runs:
+It holds a fingerprint of the step's inputs (every file's sha256, maerak/fingerprint.py, plus the code the step runs:
 its verb's module and every project module that imports, transitively, `code_files`) and
 a listing of its outputs (path, size, mtime). A step is skipped when both still match:
 an interrupted step has no stamp, a changed input changes the fingerprint, and a
@@ -9,17 +9,14 @@ half-rewritten or deleted output changes the listing.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from maerak.files import atomic_write_json, sha256_file
+from maerak import fingerprint as fp
+from maerak.files import atomic_write_json
 
-# Files above this size (model weights) are fingerprinted by size and mtime, not hashed:
-# hashing 18 GB of a 9B checkpoint on every re-run would cost minutes.
-HASH_LIMIT = 16 << 20
 # Logs, not results: Axolotl rewrites output_dir/debug.log on every command that names that
 # directory (the merge appends to stage 1's), which must not make stage 1 look changed.
 LOGS = ("debug.log",)
@@ -45,19 +42,9 @@ def listing(paths: Iterable[Path], exclude: tuple[Path, ...] = ()) -> list[list[
 
 
 def fingerprint(paths: Iterable[Path], extra: Iterable[str] = ()) -> str:
-    """sha256 over the inputs: each file's content (size+mtime above HASH_LIMIT), and missing paths as such."""
-    h = hashlib.sha256()
-    for text in extra:
-        h.update(f"extra\0{text}\n".encode())
-    for path in paths:
-        files = _files(path)
-        if not files:
-            h.update(f"absent\0{path}\n".encode())
-        for f in files:
-            st = f.stat()
-            digest = sha256_file(f) if st.st_size <= HASH_LIMIT else f"{st.st_size}:{st.st_mtime_ns}"
-            h.update(f"{f}\0{digest}\n".encode())
-    return h.hexdigest()
+    """sha256 over the inputs: every file's content (maerak/fingerprint.py, memoized so a
+    re-run over an unchanged 18 GB checkpoint does not read it again), and missing paths as such."""
+    return fp.paths_digest(paths, extra)
 
 
 def code_files(modules: Iterable[str], root: Path) -> tuple[Path, ...]:
@@ -69,9 +56,11 @@ def code_files(modules: Iterable[str], root: Path) -> tuple[Path, ...]:
     return tuple(closure(tuple(modules), root))
 
 
-def environment_version(root: Path) -> str:
-    """The installed packages every step runs on (the lock file)."""
-    return fingerprint([root / "requirements.lock"])
+def environment_version(root: Path, dtypes: str = "") -> str:
+    """What every step runs on: the lock file, torch, CUDA and the device (fingerprint.environment),
+    and `dtypes`: what `dtype: auto` chose on this CPU (maerak/cpu_dtype.py `environment`), so a run
+    moved to a CPU where it chooses otherwise redoes the steps ("" when nothing is auto)."""
+    return fp.environment_digest(root) + (f"+dtypes={dtypes}" if dtypes else "")
 
 
 def stamp_path(state_dir: Path, step: str) -> Path:

@@ -8,6 +8,7 @@ this table before any environment exists.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ VERBS: dict[str, Verb] = {
 }
 
 
+# a full disk, a quota, a read-only mount, permissions: the user's to fix, said in one line
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def run_verb(verb: str, argv: list[str], verbs: dict[str, Verb] = VERBS) -> int:
     """Runs one verb in this process: its module's main with the verb's fixed arguments first."""
     from maerak.errors import MaerakError
@@ -51,6 +56,17 @@ def run_verb(verb: str, argv: list[str], verbs: dict[str, Verb] = VERBS) -> int:
         for line in str(exc).splitlines() or [type(exc).__name__]:
             print(f"{verb}: {line}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise  # anything else is a bug to see in full
+        from maerak.files import write_failure
+
+        print(f"{verb}: {write_failure(exc.filename or '?', exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # no traceback: outputs land whole at the end of a step (write_together), so there is nothing to clean up
+        print(f"{verb}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 def usage() -> str:

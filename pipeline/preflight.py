@@ -182,9 +182,18 @@ def step_submit(profile: Profile, real: Profile, n_items: int) -> str:
 
 
 @contextlib.contextmanager
-def cpu_launch_env():
+def cpu_launch_env(cuda: bool | None = None):
     """What the launched processes need to form a gloo group on a CPU: the accelerate fix in
-    pipeline/cpu_dist/ (read its docstring), DeepSpeed's CPU accelerator, and gloo on loopback."""
+    pipeline/cpu_dist/ (read its docstring), DeepSpeed's CPU accelerator, and gloo on loopback.
+    Nothing where torch sees CUDA: there the launch is the real one (DeepSpeed's CUDA accelerator,
+    NCCL), and DS_ACCELERATOR=cpu inside an NCCL group would put DeepSpeed on the CPU."""
+    if cuda is None:
+        from maerak.profiles import has_gpu
+
+        cuda = has_gpu()
+    if cuda:
+        yield
+        return
     keep = {k: os.environ.get(k) for k in ("PYTHONPATH", "DS_ACCELERATOR", "GLOO_SOCKET_IFNAME")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CPU_DIST), keep["PYTHONPATH"]]))
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -216,8 +225,10 @@ def zero_checkpoint(ckpt: Path) -> tuple[int, int]:
 
 
 def stage2_several(profile: Profile, src: Path, gpus: int) -> list[tuple[str, Callable[[], str | None]]]:
-    """Stage 2 as `make train-stage2 GPUS=N` runs it, N processes on the CPU: a first run stopped
-    after one step (its checkpoint kept), then `ar.train`, which resumes from that checkpoint."""
+    """Stage 2 as `make train-stage2 GPUS=N` runs it, N processes (on the CPU here, on GPUs in
+    `make gpu-check`): a first run stopped after one step (its checkpoint kept), then `ar.train`,
+    which resumes from that checkpoint. With N = 1 (gpu-check's one-GPU save and resume) there is no
+    DeepSpeed checkpoint to inspect."""
     from training import axolotl_run as ar
     from training import resume
 
@@ -229,10 +240,14 @@ def stage2_several(profile: Profile, src: Path, gpus: int) -> list[tuple[str, Ca
         # The key ar.train computes, so that it takes the checkpoint as its own interrupted run's.
         resume.resume_point(out, resume.run_key(path, profile.stage_data(2), str(profile.merged_dir)))
         with cpu_launch_env():
-            ar.run(ar.command("axolotl.cli.train", path, gpus, ar.overrides(cfg, gpus) + ["--max_steps=1"]), profile.root)
+            prepared = ar.dataset_cache(profile.root, path, cfg, profile.stage_data(2), str(profile.merged_dir))
+            ar.run(ar.command("axolotl.cli.train", path, gpus, ar.overrides(cfg, gpus, None, prepared) + ["--max_steps=1"]),
+                   profile.root)
         ckpts = resume.checkpoints(out)
         if not ckpts or not (ckpts[-1] / resume.COMPLETE).is_file():
             raise PreflightError(f"{out}: the first run left no complete checkpoint to resume from")
+        if gpus == 1:
+            return f"{ckpts[-1].relative_to(profile.root)}: weights, optimizer and RNG states"
         ranks, zero = zero_checkpoint(ckpts[-1])
         if ranks != gpus or zero != 3:
             raise PreflightError(f"{ckpts[-1]}: {ranks} rank(s), ZeRO stage {zero}; expected {gpus} ranks, stage 3")

@@ -15,16 +15,18 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from inference.submit import probs_path
-from maerak import stamps
+from maerak import budget, cpu_dtype, stamps
 from maerak.clean import RULES_FILE
 from maerak.errors import ConfigError
 from maerak.files import atomic_write_json
 from maerak.imports import PACKAGES
 from maerak.profiles import RAW_DATA, ROOT, SPLITS, Profile, require_gpu, resolve_profile, seed_everything
+from maerak.results import reproduce_record
 from pipeline.cli import VERBS, Verb, run_verb
 
 
@@ -40,6 +42,9 @@ class Step:
     fresh: bool = False  # outputs removed before it runs (a half-written merge is never built upon)
     owned: bool = True   # False: outputs shared outside this run (the embedded model), never removed
     code: tuple[Path, ...] = ()  # the source files it runs (stamps.code_files); fingerprinted with the inputs
+    # Caches it reads and writes, keyed inside by the content they hold (Axolotl's tokenized data,
+    # training/axolotl_run.py dataset_cache): neither inputs nor outputs of the step.
+    caches: tuple[Path, ...] = ()
 
 
 def plugin_modules(profile: Profile, stage: int) -> list[str]:
@@ -47,6 +52,25 @@ def plugin_modules(profile: Profile, stage: int) -> list[str]:
     cfg = profile.stage_config(stage)
     names = [str(p).rpartition(".")[0] for p in [*(cfg.get("plugins") or []), *filter(None, [cfg.get("trainer_cls")])]]
     return [n for n in names if n.split(".")[0] in PACKAGES]
+
+
+def magpie_generated(profile: Profile) -> bool:
+    """Whether prepare generates Magpie pairs (sources config magpie_generate.enabled)."""
+    from preprocessing.config import load_config
+
+    try:
+        return bool(load_config(profile).magpie_generate.enabled)
+    except ConfigError:  # prepare itself says what is wrong with the file
+        return False
+
+
+def deepspeed_files(profile: Profile, stage: int) -> tuple[Path, ...]:
+    """The DeepSpeed JSON a stage runs with: its YAML's `deepspeed:`, and the launcher's default
+    (training/axolotl_run.py DEEPSPEED_DEFAULT, used with --gpus N when the YAML names none)."""
+    from training.axolotl_run import DEEPSPEED_DEFAULT
+
+    named = profile.stage_config(stage).get("deepspeed")
+    return tuple(profile.root / p for p in dict.fromkeys(filter(None, [named, DEEPSPEED_DEFAULT])))
 
 
 def plan(profile: Profile) -> list[Step]:
@@ -64,9 +88,20 @@ def plan(profile: Profile) -> list[Step]:
     prep_yml = tuple(profile.axolotl_config(n) for n in profile.training_stages)
     prep_data = tuple(profile.stage_data(n) for n in profile.training_stages)
     rules = root / RULES_FILE.relative_to(ROOT)  # the cleaning rules: prepare and the scorer apply them
+    # Magpie pairs: prepare generates them (magpie_generate.enabled) into this folder, an output
+    # then; otherwise a folder it only reads. Never both: a step writing its own input re-runs.
+    magpie = profile.out / "magpie"
+    magpie_made = magpie_generated(profile)
+    # DeepSpeed: stage 2 reads the JSON its YAML names, or the launcher's default with --gpus N.
+    ds = deepspeed_files(profile, 2)
+
+    def cache(stage: int) -> tuple[Path, ...]:
+        where = profile.stage_config(stage).get("dataset_prepared_path")
+        return (root / where,) if where else ()
 
     def code(verb: str, *extra: str) -> tuple[Path, ...]:
-        return stamps.code_files((VERBS[verb].module, *extra), root)
+        # pipeline.cli: the entry point every verb runs through (run_verb)
+        return stamps.code_files(("pipeline.cli", VERBS[verb].module, *extra), root)
 
     train = code("train-stage1", *plugin_modules(profile, 1))
     steps = []
@@ -77,33 +112,37 @@ def plan(profile: Profile) -> list[Step]:
         Step("validate", "validate", p, inputs=(conf, *splits), code=code("validate")),
         Step("prepare", "prepare", p,
              inputs=(conf, profile.path("data_dir"), root / "data" / "external", profile.sources,
-                     rules, profile.out / "magpie", *prep_yml, base),
-             outputs=(profile.prepared, *(d for d in prep_data if profile.prepared not in d.parents)),
+                     rules, *(() if magpie_made else (magpie,)), *prep_yml, base),
+             outputs=(profile.prepared, *(d for d in prep_data if profile.prepared not in d.parents),
+                      *((magpie,) if magpie_made else ())),
              code=code("prepare")),
         Step("train-stage1", "train-stage1", ("--no-merge", *p),
-             inputs=(conf, data[0], stage_yml[0], base), outputs=(profile.stage1_dir,), code=train),
+             inputs=(conf, data[0], stage_yml[0], base), outputs=(profile.stage1_dir,), code=train, caches=cache(1)),
         Step("merge", "merge", p,
              inputs=(conf, profile.stage1_dir / "adapter_config.json", profile.stage1_dir / "adapter_model.safetensors",
                      stage_yml[0], base),
              outputs=(profile.merged_dir,), fresh=True, code=code("merge")),
         Step("train-stage2", "train-stage2", p,
-             inputs=(conf, data[1], *stage_yml, profile.merged_dir), outputs=(profile.stage2_dir,),
-             code=code("train-stage2", *plugin_modules(profile, 2))),
+             inputs=(conf, data[1], *stage_yml, *ds, profile.merged_dir), outputs=(profile.stage2_dir,),
+             code=code("train-stage2", *plugin_modules(profile, 2)), caches=cache(2)),
     ]
     if profile.config.preference:  # ORPO on the stage-2 model; submit then scores stage 3's checkpoint
         steps.append(Step("train-stage3", "train-stage3", p,
                           inputs=(conf, profile.stage_data(3), profile.axolotl_config(3), profile.stage2_dir),
-                          outputs=(profile.stage3_dir,), code=code("train-stage3", *plugin_modules(profile, 3))))
+                          outputs=(profile.stage3_dir,), code=code("train-stage3", *plugin_modules(profile, 3)),
+                          caches=cache(3)))
     final = profile.final_dir
     steps += [
-        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), rules, stage_yml[0], final),
+        Step("submit", "submit", p, inputs=(conf, profile.split_file("test"), rules, *prep_yml, final),
              outputs=(profile.submission, probs_path(profile.submission)), code=code("submit")),
         Step("predict-dev", "submit",
              (*p, "--input", str(profile.split_file("dev")), "--output", str(profile.dev_predictions)),
-             inputs=(conf, profile.split_file("dev"), rules, stage_yml[0], final),
+             inputs=(conf, profile.split_file("dev"), rules, *prep_yml, final),
              outputs=(profile.dev_predictions, probs_path(profile.dev_predictions)), code=code("submit")),
         Step("evaluate", "evaluate", p,
-             inputs=(conf, profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions)),
+             inputs=(conf, profile.split_file("dev"), profile.dev_predictions, probs_path(profile.dev_predictions),
+                     *prep_yml,  # where each stage's output_dir is (its training curves)
+                     *(profile.stage_paths(n).output_dir / "trainer_state.json" for n in profile.training_stages)),
              outputs=(profile.eval_dir,), code=code("evaluate")),
     ]
     return steps
@@ -125,10 +164,11 @@ def remove(paths: tuple[Path, ...]) -> None:
 
 
 def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", force: bool = False,
-              verbs: dict[str, Verb] = VERBS) -> dict[str, float]:
+              verbs: dict[str, Verb] = VERBS, after: dict[str, Callable[[], None]] | None = None) -> dict[str, float]:
     """Runs steps in order; stops at the first failure with the step's name. With a state_dir, a step
     whose stamp matches its inputs (and its code, and `code`: the environment) and whose outputs are intact
-    is skipped; FORCE redoes all."""
+    is skipped; FORCE redoes all. `after[name]` is called once step `name` is done (run or skipped)."""
+    after = after or {}
     timings: dict[str, float] = {}
     for i, step in enumerate(steps, 1):
         exclude = nested_outputs(step, steps)
@@ -138,6 +178,8 @@ def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", 
         if state_dir is not None and not force and stamps.is_done(state_dir, step.name, key, step.outputs, exclude):
             print(f"{head}: skipped: done, and its inputs, code and outputs are unchanged (FORCE=1 redoes it)", flush=True)
             timings[step.name] = 0.0
+            if step.name in after:
+                after[step.name]()
             continue
         print(f"{head}: ./run.sh {step.verb} {' '.join(step.argv)}", flush=True)
         if state_dir is not None:
@@ -152,7 +194,21 @@ def run_steps(steps: list[Step], state_dir: Path | None = None, code: str = "", 
             raise SystemExit(code_)
         if state_dir is not None:
             stamps.mark_done(state_dir, step.name, key, step.outputs, exclude)
+        if step.name in after:
+            after[step.name]()
     return timings
+
+
+def print_estimate(profile: Profile, choices: dict) -> budget.Estimate:
+    """The budget line (maerak/budget.py); information only: a failure to measure says so and the run goes on."""
+    try:
+        from training.step_rate import measure
+
+        found = budget.profile_estimate(profile, choices, measure)
+    except Exception as exc:  # noqa: BLE001 - the estimate informs, it never stops a run
+        found = budget.Estimate((), (), 0, None, None, f"{type(exc).__name__}: {exc}")
+    print(found.line(), flush=True)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", help=f"sample, official-cpu or competition (default: chosen from {RAW_DATA}/ and the GPU)")
     parser.add_argument("--force", action="store_true", help="redo every step, even those done with unchanged inputs")
     args = parser.parse_args(argv)
-    profile, why = resolve_profile(args.profile, announce=False)
     try:
+        profile, why = resolve_profile(args.profile, announce=False)  # a GPU torch cannot use stops here
         require_gpu(profile)  # needs_gpu: one line now, not a CUDA error minutes in
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -179,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()
     seed_everything(profile.seed)
     total = time.perf_counter()
-    timings = run_steps(plan(profile), profile.out / ".stamps", stamps.environment_version(profile.root), args.force)
+    # dtype: auto is decided here, once for the run (cached per CPU), before any step reads it.
+    choices = cpu_dtype.profile_choices(profile)
+    dtypes = cpu_dtype.environment(choices)
+    estimates: list[budget.Estimate] = []
+    # CPU profiles: once prepare has written the rows, the run's steps and minutes on this CPU.
+    after = {} if profile.config.needs_gpu else {"prepare": lambda: estimates.append(print_estimate(profile, choices))}
+    timings = run_steps(plan(profile), profile.out / ".stamps", stamps.environment_version(profile.root, dtypes), args.force,
+                        after=after)
     from maerak.manifest import write_manifest
 
     timings["total"] = round(time.perf_counter() - total, 1)
@@ -191,10 +254,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  submission: {profile.submission}")
     print(f"  dev report: {profile.eval_dir / 'report.md'}")
     metrics = profile.eval_dir / "metrics.json"
-    if metrics.is_file():
-        m = json.loads(metrics.read_text(encoding="utf-8"))
+    m = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+    if m is not None:
         print(f"  dev accuracy: {m['accuracy']:.1%} ({m['correct']}/{m['n']}; profile {name}, mode {profile.scoring_mode})")
     print(f"  manifest:   {manifest}")
+    # The numbers the docs show come from this file (`make results`: bench/render.py).
+    record = reproduce_record(profile, timings, m)
+    if estimates:  # estimate vs actual: `steps` above holds what each step took
+        record["estimate"] = estimates[0].record(cpu_dtype.cpu_key())
+        if estimates[0].seconds is not None:
+            print(f"  estimate:   {estimates[0].seconds:.0f} s estimated at the start, {timings['total']:.0f} s taken")
+    atomic_write_json(profile.out / "results.json", record)
+    print(f"  results:    {profile.out / 'results.json'} (`make results` puts it in the docs)")
     return 0
 
 

@@ -2,12 +2,15 @@
 
 1. Recompute the sha256 of every file the manifest lists (data, base model,
    configs, prepared data, the final checkpoint (stage 2, or stage 3 with preference: true), the submission, dev
-   predictions) and compare. Files added to a hashed folder (the checkpoint) fail too.
+   predictions, their probabilities, eval/) and compare. Files added to a hashed folder (the
+   checkpoint, eval/), hidden ones too, fail too.
 2. Re-run submit from the recorded checkpoint on the recorded test file into a
    temporary folder and compare it with the recorded submission: byte for byte
    on CPU float32 profiles; on GPU (bf16) profiles the predicted label of every
    item, since bf16 GPU kernels are not bit-deterministic (the table says which).
-3. Print a table (item, expected, actual, status); exit 1 on any mismatch.
+3. Recompute the dev accuracy from the dev predictions and the dev gold, and compare it with what
+   eval/metrics.json and eval/report.md claim.
+4. Print a table (item, expected, actual, status); exit 1 on any mismatch.
 Package versions that differ are shown for information and do not fail.
 """
 from __future__ import annotations
@@ -21,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from maerak.errors import MaerakError
-from maerak.files import sha256_file
-from maerak.profiles import Profile, resolve_profile
+from maerak.fingerprint import file_sha256
+from maerak.manifest import read_manifest
+from maerak.profiles import Profile, probs_path, resolve_profile
 
 SubmitFn = Callable[[list[str]], int]
 OK, MISMATCH, INFO = "OK", "MISMATCH", "info"
@@ -60,7 +64,7 @@ def check_files(profile: Profile, manifest: dict, table: Table) -> None:
             trees.setdefault(entry["tree"], set())
             if expected is not None:
                 trees[entry["tree"]].add(rel)
-        actual = sha256_file(path) if path.is_file() else None
+        actual = file_sha256(path) if path.is_file() else None
         if expected is None and actual is None:
             table.add(rel, "(missing)", "(missing)", f"{OK} (absent, as recorded)")
         elif expected is None:
@@ -77,10 +81,10 @@ def check_files(profile: Profile, manifest: dict, table: Table) -> None:
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
+            if path.is_file():  # hidden files too: a judge's loader may read them
                 rel = f"{tree}/{path.relative_to(folder).as_posix()}"
                 if rel not in recorded:
-                    table.add(rel, "(not recorded)", _short(sha256_file(path)), f"{MISMATCH}: file not in the manifest")
+                    table.add(rel, "(not recorded)", _short(file_sha256(path)), f"{MISMATCH}: file not in the manifest")
 
 
 def _labels(path: Path) -> dict[str, str]:
@@ -110,6 +114,9 @@ def rerun_submit(profile: Profile, manifest: dict, table: Table, submit: SubmitF
         out = Path(tmp) / "submission.json"
         argv = ["--profile", profile.name, "--model", str(checkpoint), "--input", str(test),
                 "--output", str(out), "--no-cache", "--quiet"]
+        recorded_dtype = ((manifest.get("dtypes") or {}).get("score") or {}).get("dtype")
+        if profile.config.scoring.dtype == "auto" and recorded_dtype in ("float32", "bfloat16"):
+            argv += ["--dtype", recorded_dtype]  # the dtype the run scored in, whatever `auto` would choose on this CPU
         print(f"verify: re-running submit {' '.join(argv)}", flush=True)
         try:
             rc = submit(argv)
@@ -121,7 +128,7 @@ def rerun_submit(profile: Profile, manifest: dict, table: Table, submit: SubmitF
         if rc != 0 or not out.is_file():
             table.add(f"{item} ({mode})", _short(expected_sha), "(no output)", f"{MISMATCH}: submit exited {rc}")
             return
-        actual_sha = sha256_file(out)
+        actual_sha = file_sha256(out)
         if mode == "bytes":
             same = actual_sha == expected_sha
             if same and recorded.is_file():
@@ -141,6 +148,64 @@ def rerun_submit(profile: Profile, manifest: dict, table: Table, submit: SubmitF
         table.add(f"{item} (labels)", f"{len(want)} labels", f"{len(want) - len(diff)} same", status)
 
 
+def check_base_model(profile: Profile, manifest: dict, table: Table) -> None:
+    """A hub base model: the snapshot in the local cache must be the recorded commit and content."""
+    rec = manifest.get("base_model") or {}
+    if rec.get("local", True) or not rec.get("commit"):
+        return
+    from maerak.manifest import hub_snapshot
+
+    now = hub_snapshot(rec["name"], rec.get("revision"))
+    for key in ("commit", "sha256"):
+        status = OK if now[key] == rec[key] else f"{MISMATCH}: the hub model's {key} differs"
+        table.add(f"base model {rec['name']} {key}", _short(rec[key]), _short(now[key]), status)
+
+
+def check_dev_accuracy(profile: Profile, manifest: dict, table: Table) -> None:
+    """Recompute the dev accuracy from the dev predictions and the dev gold (as evaluate does) and
+    compare it with what eval/metrics.json and eval/report.md claim; the probabilities file must
+    predict what the predictions file says. A forged claim fails here even with the hashes redone."""
+    from inference.evaluate import _fmt, compute_metrics, read_predictions, read_probs
+    from maerak.schema import load_items
+
+    item = "dev accuracy (recomputed)"
+    rec = manifest.get("evaluate")
+    if not rec:
+        table.add(item, "-", "-", f"{MISMATCH}: the manifest has no evaluate record")
+        return
+    resolve = lambda rel: Path(rel) if Path(rel).is_absolute() else profile.root / rel  # noqa: E731
+    metrics_path, report_path = resolve(rec["metrics"]), resolve(rec["report"])
+    recorded = next((f for f in manifest.get("files", []) if f["path"] == rec["metrics"]), None)
+    if not metrics_path.is_file():
+        absent = recorded is None or recorded.get("sha256") is None
+        table.add(item, "(no metrics.json)", "-", f"{OK} (no dev evaluation recorded)" if absent
+                  else f"{MISMATCH}: {rec['metrics']} missing")
+        return
+    try:
+        predictions = resolve(rec["predictions"])
+        pred, probs = read_predictions(predictions), read_probs(predictions)
+        got = compute_metrics(pred, load_items(resolve(rec["gold"]), require_labels=True)[0], probs)
+        claimed = json.loads(metrics_path.read_text(encoding="utf-8"))
+        report = report_path.read_text(encoding="utf-8") if report_path.is_file() else ""
+        probs_rows = json.loads(probs_path(predictions).read_text(encoding="utf-8"))["items"] if probs else []
+    except (MaerakError, OSError, ValueError, KeyError, TypeError) as exc:
+        table.add(item, "-", "-", f"{MISMATCH}: cannot recompute: {' '.join(str(exc).split())[:200]}")
+        return
+    want = f"{_fmt(claimed.get('accuracy'))} ({claimed.get('correct')}/{claimed.get('n')})"
+    have = f"{_fmt(got['accuracy'])} ({got['correct']}/{got['n']})"
+    line = f"**Accuracy: {_fmt(got['accuracy'])}** ({got['correct']}/{got['n']})"  # as evaluate's report has it
+    off = [r["id"] for r in probs_rows if r.get("prediction") != pred.get(r.get("id"))]
+    if (claimed.get("correct"), claimed.get("n"), claimed.get("accuracy")) != (got["correct"], got["n"], got["accuracy"]):
+        table.add(item, want, have, f"{MISMATCH}: {rec['metrics']} claims another accuracy than its predictions give")
+    elif line not in report:
+        table.add(item, have, "(not in report)", f"{MISMATCH}: {rec['report']} does not state {line!r}")
+    elif off:
+        table.add(item, have, f"{len(off)} differ", f"{MISMATCH}: the probabilities file predicts otherwise for "
+                  f"{', '.join(off[:3])}")
+    else:
+        table.add(item, want, have, f"{OK} (from {rec['predictions']} and {rec['gold']})")
+
+
 def check_packages(manifest: dict, table: Table) -> None:
     from maerak.manifest import package_versions
 
@@ -156,10 +221,12 @@ def verify(profile: Profile, manifest_path: Path, submit: SubmitFn | None = None
     if not manifest_path.is_file():
         table.add(str(manifest_path), "manifest", "(missing)", f"{MISMATCH}: no manifest (run `./run.sh reproduce`)")
         return 1, table
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest: dict[str, Any] = read_manifest(manifest_path)  # a broken manifest: one ConfigError line
     if manifest.get("profile") not in (None, profile.name):
         table.add("profile", str(manifest.get("profile")), profile.name, f"{MISMATCH}: manifest is for another profile")
     check_files(profile, manifest, table)
+    check_base_model(profile, manifest, table)
+    check_dev_accuracy(profile, manifest, table)
     if rerun:
         rerun_submit(profile, manifest, table, submit or default_submit, compare)
     check_packages(manifest, table)
@@ -177,7 +244,7 @@ def main(argv: list[str] | None = None, *, submit: SubmitFn | None = None, profi
     if profile is None:
         name = args.profile
         if name is None and args.manifest is not None and args.manifest.is_file():
-            name = json.loads(args.manifest.read_text(encoding="utf-8")).get("profile")
+            name = read_manifest(args.manifest).get("profile")
         profile, _ = resolve_profile(name)
     profile.apply_env()
     manifest_path = args.manifest or profile.manifest

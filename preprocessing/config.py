@@ -20,7 +20,7 @@ from maerak.errors import ConfigError, DataError
 from maerak.files import load_yaml
 from maerak.profiles import Profile
 from maerak.schema import Problem
-from maerak.typed import parse, plain
+from maerak.typed import number, parse, plain
 
 Kind = Literal["official", "items", "correction", "magpie"]
 TASK_KINDS = ("official", "items")  # sources of task items (cleaned, deduped, checked against dev/test)
@@ -58,11 +58,7 @@ class Source:
 @dataclass(frozen=True)
 class Dedup:
     enabled: bool = True
-    max_distance: int = 5  # bits, per part, of a 64-bit simhash
-
-    def __post_init__(self) -> None:
-        if self.max_distance < 0:
-            raise ValueError(f"max_distance: {self.max_distance}: expected 0 or more bits")
+    max_distance: int = number(5, least=0)  # bits, per part, of a 64-bit simhash
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ class MagpieColumns:
 
 @dataclass(frozen=True)
 class Magpie:
-    max_rows: int | None = None
+    max_rows: int | None = number(None, least=1)
     columns: MagpieColumns = MagpieColumns()
 
 
@@ -114,9 +110,9 @@ class Distill:
     teacher: str | None = "{base_model}"  # null: no teacher set (prepare goes on without rationale rows)
     stages: tuple[int, ...] = (2,)
     orders: str = "none"
-    max_new_tokens: int = 64
-    batch_size: int = 4
-    max_chars: int = 300
+    max_new_tokens: int = number(64, least=1)
+    batch_size: int = number(4, least=1)
+    max_chars: int = number(300, least=1)
     backend: Literal["auto", "transformers", "vllm"] = "auto"
 
     def __post_init__(self) -> None:
@@ -128,10 +124,10 @@ class Distill:
 class MagpieGenerate:
     enabled: bool = False
     model: str = "{base_model}"
-    count: int = 8
-    max_instruction_tokens: int = 48
-    max_response_tokens: int = 96
-    temperature: float = 1.0
+    count: int = number(8, least=1)
+    max_instruction_tokens: int = number(48, least=1)
+    max_response_tokens: int = number(96, least=1)
+    temperature: float = number(1.0, above=0)  # sampling: 0 would divide the logits by zero
     seed: int = 42
 
 

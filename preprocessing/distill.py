@@ -51,6 +51,15 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def teacher_id(path: str | Path) -> str:
+    """A teacher by content: its folder's name and the digest of its files (maerak/fingerprint.py), so
+    a teacher replaced in place does not reuse the old one's rationales; a hub id by name."""
+    from maerak.fingerprint import model_digest
+
+    path = Path(str(path))
+    return f"{path.name}@{model_digest(path)[:16]}" if path.is_dir() else str(path)
+
+
 def cache_key(item_id: str, teacher: str, prompt: str) -> str:
     return sha(f"{item_id}\0{teacher}\0{sha(prompt)}")[:32]
 
@@ -109,7 +118,7 @@ class TransformersTeacher:
 
         self.path = str(path)
         self.max_new_tokens = max_new_tokens
-        self.name = f"{Path(self.path).name}|transformers|greedy|{max_new_tokens}"
+        self.name = f"{teacher_id(self.path)}|transformers|greedy|{max_new_tokens}"
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -144,7 +153,7 @@ class VLLMTeacher:
     def __init__(self, path: str | Path, max_new_tokens: int = 64, tensor_parallel_size: int = 1, **engine):
         from maerak.vllm_engine import VllmGenerator
 
-        self.name = f"{Path(str(path)).name}|vllm|greedy|{max_new_tokens}"
+        self.name = f"{teacher_id(path)}|vllm|greedy|{max_new_tokens}"
         self.engine = VllmGenerator(path, max_new_tokens, tensor_parallel_size=tensor_parallel_size, **engine)
 
     def generate(self, prompts: Sequence[str]) -> list[str]:

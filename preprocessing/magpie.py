@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from maerak.files import atomic_write_jsonl
+from maerak.fingerprint import model_digest
 from preprocessing.config import MagpieGenerate, load_config, resolve
 
 MARK = "\x00MAERAK_QUERY\x00"
@@ -85,13 +86,15 @@ def run(model_path: str | Path, out_path: Path, cfg: MagpieGenerate, progress: b
     meta_path = out_path.with_suffix(".meta.json")
     settings = {k: getattr(cfg, k) for k in ("count", "max_instruction_tokens", "max_response_tokens", "temperature", "seed")}
     settings["model"] = str(model_path)
+    if Path(str(model_path)).is_dir():  # the generator by content (maerak/fingerprint.py), not by its folder's name
+        settings["model_sha256"] = model_digest(model_path)
     if out_path.exists() and meta_path.exists() and json.loads(meta_path.read_text(encoding="utf-8")) == settings:
         return {"generated": 0, "reused": str(out_path)}
     start = time.perf_counter()
     rows = generate(model_path, cfg.count, cfg.max_instruction_tokens, cfg.max_response_tokens,
                     cfg.temperature, cfg.seed, progress)
     atomic_write_jsonl(out_path, rows)
-    meta_path.write_text(json.dumps(settings, ensure_ascii=False), encoding="utf-8")
+    meta_path.write_text(json.dumps(settings, ensure_ascii=False, allow_nan=False), encoding="utf-8")
     return {"generated": len(rows), "seconds": round(time.perf_counter() - start, 2), "file": str(out_path)}
 
 

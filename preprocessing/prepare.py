@@ -23,15 +23,18 @@ from typing import Any
 
 from maerak import clean
 from maerak.errors import EmptyStage, MaerakError
-from maerak.files import atomic_write_jsonl, rel_path, sha256_file
+from maerak.files import jsonl_bytes, output_problem, rel_path, write_together
+from maerak.fingerprint import file_sha256
+from maerak.lock import LOCK_NAME, output_lock
 from maerak.modes import Mode, mode_named
 from maerak.profiles import Profile, is_local_model, resolve_profile
+from maerak.progress import bar as progress_bar
 from maerak.schema import DataError, Item, Problem, load_items
 from preprocessing import augment, dedup, distill, lengths, magpie
 from preprocessing.augment import TaggedRow
 from preprocessing.config import TASK_KINDS, SourcesConfig, config_problem, load_config, placeholders, resolve
 from preprocessing.report import Report, Step
-from preprocessing.sources import Loaded, Record, load_source, resolve_paths
+from preprocessing.sources import Loaded, Record, load_source, missing_required, resolve_paths
 
 Records = dict[str, list[Record]]  # source name -> its records still in, in source order
 EvalItems = list[tuple[str, Item]]  # ("<file stem>:<id>", item) for every dev/test item
@@ -96,9 +99,7 @@ def lengths_plan(profile: Profile, cfg: SourcesConfig) -> tuple[Callable[[dict],
 # --- pipeline ---------------------------------------------------------------------------------
 
 def _progress(iterable, desc: str, total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, total=total, unit="item", disable=not enabled or total < 2000)
+    return progress_bar(iterable, desc=desc, total=total, unit="item", enabled=enabled and total >= 2000)
 
 
 @contextmanager
@@ -117,6 +118,9 @@ def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = 
     report = Report(profile.name)
     extra: dict[str, Any] = {}  # the report's sections, in the order report.json lists them
 
+    missing = missing_required(cfg, profile.root, placeholders(profile))
+    if missing:
+        raise DataError(missing)
     # first: what this run will not do, and why (also at the top of the report)
     distill_enabled, teacher_path, distill_line = distill_plan(profile, cfg, distill_on, teacher)
     count, token_info, lengths_line = lengths_plan(profile, cfg)
@@ -151,7 +155,7 @@ def run(profile: Profile, cfg: SourcesConfig, teacher: distill.Teacher | None = 
     extra["mode"] = mode.name
     stage_rows = format_rows(profile, cfg, loaded, records, report, rationales, distill_enabled, mode)
     with _timed(timings, "token_lengths"):
-        extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info)
+        extra["token_lengths"] = check_lengths(profile, cfg, report, loaded, records, stage_rows, count, token_info, progress)
 
     write(profile, cfg, report, loaded, stage_rows, extra, contamination, timings, t0)
     return report
@@ -162,7 +166,7 @@ def load(profile: Profile, cfg: SourcesConfig, report: Report) -> tuple[list[Loa
     loaded = [load_source(spec, profile.root, placeholders(profile), cfg) for spec in cfg.sources]
     records: Records = {}
     for src in loaded:
-        report.add_source(src.name, src.kind, src.stages, [{"path": rel(profile, f), "sha256": sha256_file(f)} for f in src.files])
+        report.add_source(src.name, src.kind, src.stages, [{"path": rel(profile, f), "sha256": file_sha256(f)} for f in src.files])
         step = report.add_step(src.name, Step("load", src.raw_count, len(src.records), notes=list(src.notes)))
         for rid, reason in src.dropped:
             step.drop(rid, reason)
@@ -327,6 +331,12 @@ def format_rows(profile: Profile, cfg: SourcesConfig, loaded: list[Loaded], reco
     return stage_rows
 
 
+def output_files(profile: Profile) -> list[Path]:
+    """Every file prepare writes: the stage files (where the stage YAMLs read them) and the report."""
+    return [*(profile.stage_data(n) for n in profile.training_stages),
+            profile.prepared / "report.json", profile.prepared / "report.md"]
+
+
 def write(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loaded], stage_rows: dict[int, list[TaggedRow]],
           extra: dict[str, Any], contamination: dict, timings: dict[str, float], t0: float) -> None:
     """8. Check, then write each stage file atomically and the report last. Raises EmptyStage,
@@ -345,17 +355,20 @@ def write(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loa
     problems = report.check()
     if problems:
         raise MaerakError("prepare report does not add up:\n" + "\n".join(problems))
+    out: dict[Path, bytes] = {}
     for n in stages:
-        atomic_write_jsonl(files[n], [r.row for r in stage_rows[n]])
-        extra["stages"][f"stage{n}"]["sha256"] = sha256_file(files[n])
+        out[files[n]] = jsonl_bytes(r.row for r in stage_rows[n])
+        extra["stages"][f"stage{n}"]["sha256"] = hashlib.sha256(out[files[n]]).hexdigest()
     timings["total"] = round(time.perf_counter() - t0, 2)
     extra["timings_s"] = timings
     report.extra = extra
-    report.write(profile.prepared)
+    out.update(report.files(profile.prepared))
+    write_together(out, profile.out)  # the stage files and the report land together or not at all
 
 
 def check_lengths(profile: Profile, cfg: SourcesConfig, report: Report, loaded: list[Loaded], records: dict[str, list[Record]],
-                  stage_rows: dict[int, list[TaggedRow]], count: Callable[[dict], int] | None, info: dict) -> dict:
+                  stage_rows: dict[int, list[TaggedRow]], count: Callable[[dict], int] | None, info: dict,
+                  progress: bool = True) -> dict:
     """Length distribution per stage and source, and every row over the stage's sequence_len.
     Over-long rows of a source with `over_length: stop` (the default) stop the run (DataError,
     one line per row); with `drop` they leave `stage_rows` and the report says why. An item
@@ -370,7 +383,7 @@ def check_lengths(profile: Profile, cfg: SourcesConfig, report: Report, loaded: 
     over: list[dict] = []
     for n, rows in stage_rows.items():
         limit = info["stages"][f"stage{n}"]["sequence_len"]
-        counts = [count(r.row) for r in rows]
+        counts = [count(r.row) for r in _progress(rows, f"tokenize stage {n}", len(rows), progress)]
         by_source: dict[str, list[int]] = {}
         for r, k in zip(rows, counts):
             by_source.setdefault(r.source, []).append(k)
@@ -425,7 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     profile.apply_env()
     cfg = load_config(profile, args.config)
     try:
-        report = run(profile, cfg, distill_on=args.distill, magpie_on=args.magpie, progress=not args.quiet)
+        # the checks submit makes on its output (a directory, a parent that is a file, a read-only
+        # or unwritable folder), on every file prepare writes, before any work
+        for path in (*output_files(profile), profile.out / LOCK_NAME):
+            if problem := output_problem(path):
+                raise MaerakError(problem)
+        with output_lock(profile.out, "prepare"):
+            report = run(profile, cfg, distill_on=args.distill, magpie_on=args.magpie, progress=not args.quiet)
     except DataError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -436,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         print("prepare: stopped; nothing written", file=sys.stderr)
         return 1
     except (MaerakError, FileNotFoundError) as exc:
-        print(f"prepare: {exc}; nothing written", file=sys.stderr)
+        print(f"prepare: {exc}" + ("" if "nothing written" in str(exc) else "; nothing written"), file=sys.stderr)
         return 1
     d = report.as_dict()
     for name, info in d["stages"].items():

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maerak.files import atomic_write_json, atomic_write_text
+from maerak.files import dumps_json
+from maerak.schema import one_line
 
 
 @dataclass
@@ -87,11 +88,12 @@ class Report:
         if dist:
             lines += ["", "## Distillation"]
             lines += [dist["why"]] if dist.get("status") == "off" else [f"- {k}: {v}" for k, v in dist.items() if k != "status"]
-        return "\n".join(lines) + "\n"
+        return "".join(one_line(line) + "\n" for line in lines)  # an id with a newline cannot add a line
 
-    def write(self, folder: Path) -> None:
-        atomic_write_json(folder / "report.json", self.as_dict())
-        atomic_write_text(folder / "report.md", self.markdown())
+    def files(self, folder: Path) -> dict[Path, bytes]:
+        """report.json and report.md as bytes, for prepare to write with the stage files."""
+        return {folder / "report.json": dumps_json(self.as_dict()).encode("utf-8"),
+                folder / "report.md": self.markdown().encode("utf-8")}
 
 
 def token_length_lines(info: dict | None) -> list[str]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maerak.errors import InputFileError
+from maerak.files import MAX_SOURCE_BYTES, read_input_bytes
 from maerak.schema import WARNING, DataError, Item, Problem, load_items, read_json
 from preprocessing.config import TASK_KINDS, Correction, Magpie, Source, SourcesConfig
 
@@ -142,11 +144,11 @@ def load_correction_file(path: Path, source: str, loaded: Loaded, cfg: Correctio
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return read_input_bytes(path, MAX_SOURCE_BYTES).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise _fail(path, "-", "file", f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise _fail(path, "-", "file", f"unreadable: {exc.strerror}") from None
+    except InputFileError as exc:
+        raise _fail(path, "-", "file", exc.reason) from None
 
 
 # --- Magpie-style instruction data -----------------------------------------------------------
@@ -227,6 +229,22 @@ def load_magpie_file(path: Path, source: str, loaded: Loaded, cfg: Magpie) -> No
 
 # --- dispatch -------------------------------------------------------------------------------
 
+def missing_problem(spec: Source, root: Path, fmt: dict[str, str]) -> Problem:
+    """The line for a required source whose patterns match no file."""
+    paths = list(spec.paths)
+    where = ", ".join(p.format(**fmt) for p in paths)
+    dirs = [p for p in paths if (root / p.format(**fmt)).is_dir()]
+    why = "is a directory, not a file" if dirs else "no such file"
+    return Problem(where, "-", "file", f"source {spec.name!r}: {why}")
+
+
+def missing_required(cfg: SourcesConfig, root: Path, fmt: dict[str, str]) -> list[Problem]:
+    """A line per required source with no file: checked first, before a tokenizer or teacher is
+    loaded (the competition's comes from the hub), so a missing train file is named at once."""
+    return [missing_problem(spec, root, fmt) for spec in cfg.sources
+            if spec.required and not resolve_paths(list(spec.paths), root, fmt)]
+
+
 def load_source(spec: Source, root: Path, fmt: dict[str, str], cfg: SourcesConfig) -> Loaded:
     name, kind, paths = spec.name, spec.kind, list(spec.paths)
     loaded = Loaded(name=name, kind=kind, stages=spec.stages)
@@ -235,10 +253,7 @@ def load_source(spec: Source, root: Path, fmt: dict[str, str], cfg: SourcesConfi
                      for f in unread_files(paths, root, fmt)]
     if not loaded.files:
         if spec.required:
-            where = ", ".join(paths).format(**fmt)
-            dirs = [p for p in paths if (root / p.format(**fmt)).is_dir()]
-            why = "is a directory, not a file" if dirs else "no such file"
-            raise DataError([Problem(where, "-", "file", f"source {name!r}: {why}")])
+            raise DataError([missing_problem(spec, root, fmt)])
         loaded.notes.append(f"no files match {paths}: source skipped")
         return loaded
     for path in loaded.files:

@@ -36,6 +36,14 @@ def test_reproduce_writes_a_valid_submission_and_report(reproduced):
     metrics = json.loads((OUT / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert json.dumps(metrics)  # the report exists and parses
     assert (OUT / "manifest.json").is_file()
+    # What a person sees of the training (issue 31): a curve per stage in the report, TensorBoard
+    # event files under outputs/sample, and the run's numbers in a results file `make results` renders.
+    report = (OUT / "eval" / "report.md").read_text(encoding="utf-8")
+    for stage in ("stage1", "stage2", "stage3"):
+        assert (OUT / "eval" / f"curves_{stage}.png").is_file() and f"![curves_{stage}.png]" in report
+        assert list((OUT / stage / "runs").rglob("events.out.tfevents.*")), stage
+    results = json.loads((OUT / "results.json").read_text(encoding="utf-8"))
+    assert results["dev"]["accuracy"] == metrics["accuracy"] and results["machine"]["torch_cpu_capability"]
 
 
 def test_verify_passes_then_fails_on_a_changed_byte(reproduced):

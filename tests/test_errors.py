@@ -79,7 +79,7 @@ def test_the_entry_point_prints_one_line_per_problem_and_exits_1(capsys):
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["--profile", "nope"], "prepare: unknown profile 'nope'; profiles.yml has: sample, official-cpu, competition"),
+    (["--profile", "nope"], "prepare: unknown profile 'nope'; profiles.yml has: sample, official-cpu, competition, competition-orpo"),
 ])
 def test_a_library_error_reaches_the_user_as_one_line(argv, says, capsys):
     from pipeline.cli import run_verb

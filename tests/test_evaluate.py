@@ -133,3 +133,18 @@ def test_report_on_the_tiny_model(tiny_model_dir, sample_dir, tmp_path):
     assert metrics["correct"] == right and metrics["n"] == len(dev)
     assert sum(v["n"] for v in metrics["per_category"].values()) == len(dev)
     assert (out / "margin.png").exists() and metrics["margin"]["n"] == len(dev)
+
+
+def test_report_embeds_the_training_curves_beside_the_confusion_matrix(hand_files, tmp_path):
+    from tests.test_curves import ORPO, SFT, _state
+
+    gold, _ = load_items(hand_files / "gold.json", require_labels=True)
+    metrics = evaluate.compute_metrics(evaluate.read_predictions(hand_files / "pred.json"), gold)
+    stages = {"stage1": _state(tmp_path, "s1", SFT), "stage3": _state(tmp_path, "s3", ORPO)}
+    out = tmp_path / "eval"
+    files = evaluate.write_report(metrics, out, "p", "g", stages=stages)
+    assert "curves_stage1.png" in files and "curves_stage3.png" in files
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "![confusion.png](confusion.png)" in report
+    assert "## Training curves" in report
+    assert "![curves_stage1.png](curves_stage1.png)" in report and "![curves_stage3.png](curves_stage3.png)" in report

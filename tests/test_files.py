@@ -1,6 +1,9 @@
 """The append-only JSONL caches (scoring, distillation) survive an interrupted write."""
 from __future__ import annotations
 
+import pytest
+import yaml
+
 from maerak.files import append_jsonl, read_keyed_jsonl
 
 
@@ -37,3 +40,14 @@ def test_a_config_that_is_missing_broken_or_not_a_mapping_is_one_line_naming_the
         assert str(exc.value).startswith(f"{path}: ") and "\n" not in str(exc.value), name
     (tmp_path / "ok.yml").write_text("a: 1\n", encoding="utf-8")
     assert load_yaml(tmp_path / "ok.yml") == {"a": 1}
+
+
+def test_yaml_merge_keys_still_work_and_an_explicit_key_overrides_the_anchor():
+    """profiles.yml builds competition-orpo with `<<: *competition`; the duplicate-key check must
+    count only keys written in the mapping itself, not the ones merged in."""
+    from maerak.files import parse_yaml
+
+    data = parse_yaml("a: &base {k: 1, j: 2}\nb:\n  <<: *base\n  k: 3\n")
+    assert data["b"] == {"k": 3, "j": 2}
+    with pytest.raises(yaml.YAMLError, match="given twice"):
+        parse_yaml("b:\n  k: 1\n  k: 2\n")

@@ -29,7 +29,11 @@ def test_needs_gpu_refuses_without_cuda_and_cpu_profiles_pass(no_gpu):
 
 
 def test_needs_gpu_passes_with_cuda(monkeypatch):
+    from maerak import gpu
+    from tests.test_gpu_guards import H100
+
     monkeypatch.setattr(profiles, "has_gpu", lambda: True)
+    monkeypatch.setattr(gpu, "probe", lambda: H100)  # an 80 GB H100 with the cu126 build (tests/test_gpu_guards.py)
     require_gpu(get_profile("competition"))
 
 

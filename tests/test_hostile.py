@@ -17,7 +17,7 @@ import pytest
 
 from inference import check_submission, evaluate, submit
 from maerak.files import atomic_write_json, atomic_write_text
-from maerak.schema import MAX_TEXT_CHARS, load_items, show_name
+from maerak.schema import MAX_TEXT_CHARS, DataError, load_items, show_name
 from preprocessing import config, prepare, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,9 +295,9 @@ def test_weaker_cases(sample_dir, tmp_path, capsys):
         items[n]["input"]["conversation"][0]["speaker"] = speaker
     path = tmp_path / "speakers.json"
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
-    loaded, warnings = load_items(path)
-    assert len(loaded) == len(items)
-    assert [(w.item_id, w.field) for w in warnings if "speakers 1 and 2" in w.message] == [
+    with pytest.raises(DataError) as exc:  # an error since issue 29: the task has speakers 1 and 2 only
+        load_items(path)
+    assert [(p.item_id, p.field) for p in exc.value.problems] == [
         (items[n]["id"], "input.conversation[0].speaker") for n in range(3)]
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")

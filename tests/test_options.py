@@ -11,7 +11,9 @@ import json
 
 import pytest
 
-from inference.scoring import Scorer, encode_request, item_probs
+from inference.ensemble import item_probs
+from inference.scoring import Scorer
+from inference.tokens import encode_request
 from maerak.modes import OPTIONS_MODE
 from maerak.prompt import IDENTITY, OPTIONS_INSTRUCTION, option_row, render_context, response_ids
 from maerak.schema import load_items

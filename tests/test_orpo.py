@@ -17,7 +17,16 @@ import yaml
 from maerak import modes
 from maerak.modes import LETTERS_MODE, OPTIONS_MODE, mode_named, order_tag
 from maerak.profiles import ROOT, Profile
-from maerak.prompt import CYCLIC_ORDERS, IDENTITY, LETTERS, answer_letter, preference_ids, render_context, render_prompt
+from maerak.prompt import (
+    CYCLIC_ORDERS,
+    IDENTITY,
+    LETTERS,
+    answer_letter,
+    preference_ids,
+    render_context,
+    render_prompt,
+    response_ids,
+)
 from maerak.schema import load_items
 from tests.conftest import write_stage_configs
 from tests.test_canary import LABELS, moved_labels, planted_items
@@ -53,7 +62,7 @@ def test_the_pair_tokens_are_the_tokens_submit_scores(sample_dir, tiny_model_dir
     continuation ids (all of them, then EOS, in options mode; the letter's one token in letters mode)."""
     from transformers import AutoTokenizer
 
-    from inference.scoring import encode_request
+    from inference.tokens import encode_request
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     m = mode_named(mode)
@@ -78,22 +87,39 @@ def test_the_pair_tokens_are_the_tokens_submit_scores(sample_dir, tiny_model_dir
                     assert labels[: len(enc.context)] == [-100] * len(enc.context) and labels[len(enc.context):] == answer
 
 
-def test_completion_only_forward_and_loss_match_trl_on_every_position(sample_dir, tiny_model_dir):
-    """`pair_forward` (logits only at completion positions) gives TRL's per-row mean log-probabilities,
-    the chosen completions' NLL, and, through `orpo_loss`, TRL's odds-ratio term and the gradients of
-    the same loss computed from every position's logits."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def pair_batch(tokenizer, rows):
+    """TRL's padded, concatenated batch of `preference_ids` rows (chosen rows, then rejected)."""
     from trl.experimental.orpo.orpo_trainer import ORPOTrainer
     from trl.experimental.utils import DPODataCollatorWithPadding
+
+    batch = DPODataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id)(
+        [preference_ids(tokenizer, r["prompt"], r["chosen"], r["rejected"]) for r in rows])
+    return ORPOTrainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=tokenizer.pad_token_id,
+                                           device="cpu")
+
+
+def without_eos(labels: torch.Tensor) -> torch.Tensor:
+    """`labels` with each row's last trained token (the EOS `preference_ids` appends) untrained."""
+    out = labels.clone()
+    for row in out:
+        row[(row != -100).nonzero().max()] = -100
+    return out
+
+
+def test_completion_only_forward_and_loss_match_trl_on_every_position(sample_dir, tiny_model_dir):
+    """`pair_forward` (logits only at completion positions) gives TRL's per-row log-probabilities of
+    the answers without EOS (`get_batch_logps`, summed: what submit scores), the chosen completions'
+    NLL, and, through `orpo_loss`, TRL's odds-ratio term and the gradients of the same loss computed
+    from every position's logits."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
 
     from training.orpo_trainer import orpo_loss, pair_forward
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     rows = OPTIONS_MODE.preference_rows(load_items(sample_dir / "train.json")[0][:2])  # 4 pairs, unequal lengths
-    batch = DPODataCollatorWithPadding(pad_token_id=tokenizer.pad_token_id)(
-        [preference_ids(tokenizer, r.row["prompt"], r.row["chosen"], r.row["rejected"]) for r in rows])
-    cat = ORPOTrainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=tokenizer.pad_token_id, device="cpu")
+    cat = pair_batch(tokenizer, [r.row for r in rows])
     n = len(rows)
 
     per_row, _, nll, _ = pair_forward(model, cat, n)
@@ -103,7 +129,7 @@ def test_completion_only_forward_and_loss_match_trl_on_every_position(sample_dir
     model.zero_grad()
 
     logits = model(cat["concatenated_input_ids"], attention_mask=cat["concatenated_attention_mask"], use_cache=False).logits
-    ref_rows = ORPOTrainer.get_batch_logps(logits, cat["concatenated_labels"], average_log_prob=True)
+    ref_rows = ORPOTrainer.get_batch_logps(logits, without_eos(cat["concatenated_labels"]), average_log_prob=False)
     labels = cat["concatenated_labels"][:n, 1:]
     ref_nll = torch.nn.functional.cross_entropy(logits[:n, :-1].flatten(0, 1), labels.flatten(), ignore_index=-100)
     fake = SimpleNamespace(beta=0.1, accelerator=SimpleNamespace(device=torch.device("cpu")))
@@ -115,6 +141,83 @@ def test_completion_only_forward_and_loss_match_trl_on_every_position(sample_dir
     ref_loss.backward()
     for g, p in zip(grads, model.parameters()):
         assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["letters", "options"])
+def test_the_odds_are_of_the_log_likelihood_submit_scores(sample_dir, tiny_model_dir, mode):
+    """Each pair's chosen and rejected log p in the ORPO term is the scorer's log-likelihood of that
+    continuation (letters: the letter's one token; options: the option's tokens, no EOS)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from inference.scoring import Scorer
+    from training.orpo_trainer import pair_forward
+
+    m = mode_named(mode)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    items = load_items(sample_dir / "train.json")[0][:2]
+    rows = [r.row for r in m.preference_rows(items, "cyclic")]
+    cat = pair_batch(tokenizer, rows)
+    with torch.no_grad():
+        per_row = pair_forward(model, cat, len(rows))[0].tolist()
+    scorer = Scorer(tiny_model_dir)
+    reqs = m.requests(items, m.orders_for_training("cyclic"))
+    lls = dict(zip(((r.context, c) for r in reqs for c in r.continuations),
+                   (x for row in scorer.score(reqs) for x in row)))
+    scored = [lls[(r["prompt"], r[key])] for key in ("chosen", "rejected") for r in rows]
+    assert per_row == pytest.approx(scored, rel=1e-4, abs=1e-4)
+    if mode == "letters":  # the letter is one token, so "the answer without EOS" is the scored letter
+        assert all(len(m.continuation_ids(tokenizer, t)) == 1 == len(response_ids(tokenizer, t)) for t in LETTERS)
+
+
+def saturating(model, cat: dict[str, torch.Tensor], lead: float = 60.0):
+    """A forward hook on the LM head adding `lead` to the logit of the first row's (the chosen
+    answer's) next token at each completion position `pair_forward` keeps: the model predicts every
+    chosen token with float32 log p == 0.0 exactly, as a model trained to saturation does."""
+    targets = torch.nn.functional.pad(cat["concatenated_labels"], (0, 1), value=-100)[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().flatten()
+    bias = torch.zeros(len(keep), model.config.vocab_size)
+    for j, t in enumerate(targets[0, keep].tolist()):
+        if t != -100:
+            bias[j, t] = lead
+    return model.get_output_embeddings().register_forward_hook(lambda mod, args, out: out + bias)
+
+
+@pytest.mark.parametrize("mode", ["letters", "options"])
+def test_a_saturated_orpo_step_has_a_finite_loss_and_finite_gradients(sample_dir, tiny_model_dir, mode):
+    """Chosen answers at log p == 0.0: TRL's log1mexp gives -inf and NaN gradients there (checked,
+    so this test can fail); the trainer's loss, through its own `odds_ratio_loss`, stays finite, and
+    so does every gradient."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+
+    from training.orpo_trainer import AnswerORPOTrainer, pair_forward
+
+    m = mode_named(mode)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    rows = [r.row for r in m.preference_rows(load_items(sample_dir / "train.json")[0][:1])]
+    rows = [r for r in rows if r["chosen"] == rows[0]["chosen"]]  # one chosen answer to saturate
+    cat = pair_batch(tokenizer, rows)
+    n = len(rows)
+    hook = saturating(model, cat)
+    fake = SimpleNamespace(beta=0.1, accelerator=SimpleNamespace(device=torch.device("cpu")))
+
+    def step(odds_ratio_loss):
+        model.zero_grad()
+        per_row, _, nll, _ = pair_forward(model, cat, n)
+        losses = odds_ratio_loss(fake, per_row[:n], per_row[n:])[0]
+        loss = nll - losses.mean()  # TRL's get_batch_loss_metrics
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return per_row, loss, grads
+
+    per_row, loss, grads = step(ORPOTrainer.odds_ratio_loss)
+    assert (per_row[:n] == 0.0).all() and (per_row[n:] < -10).all()  # saturated
+    assert not (torch.isfinite(loss) and torch.isfinite(grads).all())  # TRL's term: -inf / NaN
+    per_row, loss, grads = step(AnswerORPOTrainer.odds_ratio_loss)
+    assert torch.isfinite(loss) and torch.isfinite(grads).all() and grads.abs().sum() > 0
+    hook.remove()
 
 
 # ------------------------------------------------------------------ the learning canary, ORPO form
@@ -189,8 +292,11 @@ def test_tiny_model_learns_the_planted_rule_through_orpo(tmp_path, tiny_model_di
     # What Axolotl's ORPO loader handed the trainer is prepare's rows, unchanged (no `type`: no template applied).
     from datasets import load_from_disk
 
+    # The launcher's content-keyed folder (training/axolotl_run.py dataset_cache) holds Axolotl's own
+    # prepared folder(s) and the datasets library's cache (`datasets/`).
     cache = profile.stage_paths(3).dataset_prepared_path
-    saved = [load_from_disk(str(d)) for d in sorted(cache.iterdir()) if d.is_dir()]
+    saved = [load_from_disk(str(d)) for key in sorted(cache.iterdir()) if key.is_dir()
+             for d in sorted(key.iterdir()) if d.is_dir() and d.name != "datasets"]
     assert saved, f"no prepared dataset under {cache}"
     written = [json.loads(line) for line in profile.stage_data(3).read_text(encoding="utf-8").splitlines()]
     key = ("prompt", "chosen", "rejected")

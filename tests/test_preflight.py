@@ -9,14 +9,21 @@ import yaml
 from maerak.profiles import get_profile
 from pipeline import preflight
 
-GPU_OR_BUDGET = {"bf16", "tf32", "optimizer", "max_steps", "save_strategy",
-                 "lora_qkv_kernel", "lora_o_kernel", "lora_mlp_kernel", "lora_embedding_kernel"}
+# What a CPU cannot run (bf16 AMP, tf32) and the time budget (one step; torchao's compiled step in stage 3).
+GPU_OR_BUDGET = {"bf16", "tf32", "max_steps", "save_strategy", "optimizer", "optim_args"}
 
 
 def test_overrides_touch_only_gpu_and_budget_keys():
     ov = preflight.load_overrides()
-    touched = set(ov["stages"]) | set(ov["stage1"]) | set(ov.get("stage2") or {})
+    assert set(ov["stages"]) == {"bf16", "tf32", "max_steps"}  # the GPU's optimizer and kernels keys run as set
+    assert not ov.get("stage1") and not ov.get("stage2")
+    touched = set(ov["stages"]) | set(ov.get("stage3") or {})
     assert touched <= GPU_OR_BUDGET, touched - GPU_OR_BUDGET
+    # each override carries its reason, on its own line of the file
+    text = preflight.OVERRIDES.read_text(encoding="utf-8")
+    for key in touched:
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{key}:"))
+        assert "#" in line, line
     assert {"attn_logit_softcapping", "final_logit_softcapping"}.isdisjoint(ov["model"])  # Gemma-2's defaults kept
 
 
@@ -31,7 +38,9 @@ def test_stage_configs_are_the_profiles_own_plus_the_overrides():
         for key in ("learning_rate", "weight_decay", "micro_batch_size", "gradient_accumulation_steps", "sequence_len",
                     "sample_packing", "attn_implementation", "merge_method"):
             assert got.get(key) == raw.get(key), key
-        assert got["optimizer"] == "adamw_torch" and raw["optimizer"] == "adamw_bnb_8bit"
+        if stage < 3:  # bitsandbytes' 8-bit AdamW steps on a CPU: the preflight runs it as the GPU does
+            assert got["optimizer"] == raw["optimizer"] == "adamw_bnb_8bit"
+        assert {k: got.get(k) for k in got if "kernel" in k} == {k: raw.get(k) for k in raw if "kernel" in k}
 
 
 def test_tiny_base_is_gemma2_with_softcapping_and_a_sliding_window(tmp_path):
@@ -120,3 +129,15 @@ def test_preflight_with_two_processes_runs_zero3_and_resumes(tmp_path, capsys):
     assert "stage 2: resuming from" in out and "resumed from checkpoint-1" in out
     assert '"world_size": 2' in out  # Axolotl's own dump of the config it trains with
     assert (tmp_path / "out" / "submission.json").is_file()
+
+
+def test_the_cpu_launch_env_is_for_a_cpu_only(monkeypatch):
+    import os
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    with preflight.cpu_launch_env(cuda=True):
+        assert "DS_ACCELERATOR" not in os.environ  # a CUDA host launches DeepSpeed on its GPUs (NCCL)
+        assert str(preflight.CPU_DIST) not in os.environ.get("PYTHONPATH", "")
+    with preflight.cpu_launch_env(cuda=False):
+        assert os.environ["DS_ACCELERATOR"] == "cpu" and str(preflight.CPU_DIST) in os.environ["PYTHONPATH"]
+    assert "DS_ACCELERATOR" not in os.environ

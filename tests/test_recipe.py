@@ -62,6 +62,12 @@ EXPECTED = {
         "sample_packing": FALSE_OR_NOT_SET, "adapter": NOT_SET, "seed": IS_SET,
     }.items()},
     ("competition", 3, "max_steps"): NOT_SET,
+    # Axolotl turns its Triton LoRA kernels on for a (Q)LoRA on one GPU when none is set; their GEGLU
+    # is erf-GELU, Gemma-2's is gelu_pytorch_tanh: every key stated, off.
+    **{("competition", 1, f"lora_{k}_kernel"): False for k in ("qkv", "o", "mlp", "embedding")},
+    # ORPO keeps its updates on bf16 weights with torchao's stochastic rounding (bench/bf16_updates.py).
+    ("competition", 3, "optimizer"): "adamw_torch_8bit",
+    ("competition", 3, "optim_args"): {"bf16_stochastic_round": True},
     ("competition", 3, "attn_implementation"): {"eager", "flash_attention_2"},
 }
 

@@ -7,8 +7,12 @@ import math
 
 import pytest
 
-from inference import scoring
-from inference.scoring import ScoreCache, Scorer, combine, model_fingerprint, score_items
+from inference import scoring, tokens
+from inference.caching import ScoreCache
+from inference.ensemble import combine, score_items
+from inference.scoring import Scorer
+from maerak.errors import MaerakError
+from maerak.fingerprint import model_digest as model_fingerprint
 from maerak.modes import LETTERS_MODE, OPTIONS_MODE, Request, softmax, to_original
 from maerak.prompt import (
     ALL_ORDERS,
@@ -230,7 +234,7 @@ def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options
     full = len(tok(req.context)["input_ids"])
     bare = len(tok(render_prompt(item, (1, 2, 0), skip_turns=len(item.conversation)))["input_ids"])
     limit = (full + bare) // 2
-    enc, cut = scoring.encode_request(tok, req, limit)
+    enc, cut = tokens.encode_request(tok, req, limit)
     ids = list(enc.context)
     assert cut and bare < len(ids) <= limit
     assert ids[0] == tok.bos_token_id
@@ -244,7 +248,7 @@ def test_long_prompts_drop_the_oldest_turns_and_keep_bos_instruction_and_options
     # one turn fewer left out would not fit: the fewest turns are dropped
     assert len(tok(render_prompt(item, (1, 2, 0), skip_turns=skipped - 1))["input_ids"]) > limit
     # a prompt that fits is untouched
-    enc, cut = scoring.encode_request(tok, req, full)
+    enc, cut = tokens.encode_request(tok, req, full)
     assert (list(enc.context), cut) == (tok(req.context)["input_ids"], False)
 
 
@@ -262,7 +266,7 @@ def test_scorer_names_the_items_it_cut(scorer, dev_items):
 def test_without_an_item_the_cut_still_keeps_bos(scorer, dev_items):
     tok = scorer.tokenizer
     req = Request("x", (0, 1, 2), render_prompt(dev_items[0]), ("A", "B", "C"), LETTERS_MODE)
-    enc, cut = scoring.encode_request(tok, req, 40)
+    enc, cut = tokens.encode_request(tok, req, 40)
     ids = list(enc.context)
     assert cut and len(ids) == 40 and ids[0] == tok.bos_token_id
     assert ids[1:] == tok(req.context)["input_ids"][-39:]
@@ -376,13 +380,38 @@ def test_out_of_memory_halves_the_continuation_rows_and_keeps_the_scores(tiny_mo
     reference = Scorer(tiny_model_dir, batch_size=1).score(reqs)
     s = Scorer(tiny_model_dir, batch_size=3)
     seen = simulate_oom(s, fits=1)
+    full_batch = s.fingerprint
     got = s.score(reqs)
     assert s.fit_batch == 1 and seen[:2] == [3, 1]  # three option rows, halved to one
-    assert max(seen[3:]) == 1  # later rows go straight to the size that fit
-    assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5) for r, q in zip(got, reference) for a, b in zip(r, q))
+    assert max(seen[1:]) == 1  # the unit is read again, and later rows go straight to the size that fit
+    assert got == reference  # every number at batch 1, the batch the cache identity now names
+    assert s.fingerprint != full_batch and s.fingerprint == Scorer(tiny_model_dir, batch_size=1).fingerprint
     assert "out of GPU memory at batch size 3" in capsys.readouterr().err
 
     s.forward = lambda cache, rows: (_ for _ in ()).throw(torch.OutOfMemoryError("even one"))
     s.fit_batch = None
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.raises(MaerakError, match="out of GPU memory scoring one continuation row"):
         s.score(reqs[:1])
+
+
+def test_out_of_memory_in_a_tree_node_retries_once_then_says_so_in_one_line(tiny_model_dir, dev_items):
+    """A node is read at batch 1: nothing to halve. One retry after freeing the allocator's cache
+    (the same computation), then one line naming the checkpoint and the context length."""
+    import torch
+
+    reqs = LETTERS_MODE.requests(dev_items[:2], [(0, 1, 2)])
+    reference = Scorer(tiny_model_dir).score(reqs)
+    s = Scorer(tiny_model_dir)
+    model, failures = s.model, []
+
+    def flaky(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return model(*args, **kwargs)
+
+    s.model = flaky
+    assert s.score(reqs) == reference and failures == [1]
+    s.model = lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("always"))
+    with pytest.raises(MaerakError, match=r"out of GPU memory reading \d+ context tokens after \d+ \(batch 1"):
+        s.score(reqs)

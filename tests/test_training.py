@@ -2,6 +2,7 @@
 own overrides added) and an end-to-end Axolotl run on a tiny Gemma-3 (stage 1 QLoRA 4-bit -> merge -> stage 2 full fine-tune) on CPU."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ def test_train_runs_the_yaml_as_it_is_with_only_axolotls_own_overrides(competiti
         ar.train(profile, stage)
     ar.train(competition, stage, gpus=2)
     cmd, cwd = ran[-1]
-    assert cwd == ROOT and cmd[-2:] == [str(competition.axolotl_config(stage)), "--deepspeed=axolotl_configs/deepspeed/zero3.json"]
+    assert cwd == ROOT and cmd[-3:-1] == [str(competition.axolotl_config(stage)), "--deepspeed=axolotl_configs/deepspeed/zero3.json"]
+    cache = competition.stage_config(stage)["dataset_prepared_path"]
+    assert re.fullmatch(rf"--dataset_prepared_path={ROOT}/{cache}/[0-9a-f]{{16}}", cmd[-1])  # keyed by content
     assert competition.axolotl_config(stage).read_bytes() == before  # never rewritten
     assert not (competition.out / "configs").exists() or not any((competition.out / "configs").glob("stage*.yml"))
 
@@ -203,7 +206,9 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
     from maerak.schema import load_items
 
     profile = Profile(name="tiny", settings={"axolotl_configs": "axolotl_configs/tiny", "offline": True}, root=tmp_path)
-    write_stage_configs(profile, {**TINY_STAGE1, "seed": 3}, _tiny_stage2(), base_model="model")
+    # Stage 2 as the profiles' YAMLs: TensorBoard on, checkpoints whose log_history outlives them.
+    stage2 = {**_tiny_stage2(), "use_tensorboard": True, "save_strategy": "steps", "save_steps": 1}
+    write_stage_configs(profile, {**TINY_STAGE1, "seed": 3}, stage2, base_model="model")
     assert Path(profile.base_model) == tiny_model_copy
 
     items, _ = load_items(sample_dir / "train.json", require_labels=True)
@@ -222,6 +227,21 @@ def test_end_to_end_tiny_qlora_merge_full(tmp_path, tiny_model_copy, sample_dir)
     out = ar.train(profile, 2)
     assert out == profile.stage2_dir
     assert tmp_path / _yaml(profile.axolotl_config(2))["base_model"] == profile.merged_dir
+    # What a person reads of the training: TensorBoard event files under the profile's outputs
+    # (`tensorboard --logdir outputs/<profile>`) and the log_history evaluate draws.
+    events = list((out / "runs").rglob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]  # what `tensorboard --logdir` draws
+    assert not list(out.glob("checkpoint-*"))
+    from inference.curves import read_log_history, series, write_curves
+
+    history = read_log_history(out / "trainer_state.json")
+    assert [r["step"] for r in history if "loss" in r] == [1, 2]
+    assert {"loss", "learning_rate", "grad_norm"} <= set(series(history))
+    assert write_curves({"stage2": out}, tmp_path / "eval") == (["curves_stage2.png"], [])
 
     tokenizer = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
@@ -280,5 +300,5 @@ def test_fp32_master_weights_plugin_casts_and_refuses_what_it_cannot_keep():
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     with pytest.raises(ValueError, match="quantized model"):
         Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": True, "load_in_4bit": True}), model)
-    with pytest.raises(ValueError, match="needs `bf16: true`"):
-        Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": False}), model)
+    # bf16 off (`bf16: auto` resolved to float32): nothing to cast, nothing refused.
+    Fp32MasterWeightsPlugin().post_model_load(DictDefault({"bf16": False}), model)

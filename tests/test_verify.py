@@ -16,7 +16,7 @@ import pytest
 
 from maerak.files import atomic_write_json, dumps_json
 from maerak.manifest import build_manifest, write_manifest
-from maerak.profiles import Profile
+from maerak.profiles import Profile, probs_path
 from pipeline.verify import main as verify_main
 from tests.conftest import write_stage_configs
 
@@ -35,11 +35,24 @@ def fake_submit(argv: list[str]) -> int:
     model = Path(args.model[0])
     weights = b"".join(f.read_bytes() for f in sorted(model.rglob("*")) if f.is_file())
     items = json.loads(args.input.read_text(encoding="utf-8"))
+    rows = []
     for item in items:
         n = hashlib.sha256(weights + str(item["id"]).encode()).digest()[0] % 3 + 1
         item["output"] = f"inference_{n}"
+        rows.append({"id": item["id"], "probs": [0.6 if k == n else 0.2 for k in (1, 2, 3)], "prediction": item["output"]})
     atomic_write_json(args.output, items)
+    atomic_write_json(probs_path(args.output), {"items": rows})
     return 0
+
+
+def evaluate_dev(profile: Profile) -> None:
+    """eval/ as `./run.sh evaluate` writes it, from the dev predictions."""
+    from inference.evaluate import compute_metrics, read_predictions, read_probs, write_report
+    from maerak.schema import load_items
+
+    gold = load_items(profile.split_file("dev"), require_labels=True)[0]
+    metrics = compute_metrics(read_predictions(profile.dev_predictions), gold, read_probs(profile.dev_predictions))
+    write_report(metrics, profile.eval_dir, str(profile.dev_predictions), str(profile.split_file("dev")))
 
 
 def make_tree(root: Path, needs_gpu: bool = False) -> Profile:
@@ -75,6 +88,7 @@ def make_tree(root: Path, needs_gpu: bool = False) -> Profile:
                         "--output", str(profile.submission)]) == 0
     assert fake_submit(["--model", str(profile.stage2_dir), "--input", str(profile.split_file("dev")),
                         "--output", str(profile.dev_predictions)]) == 0
+    evaluate_dev(profile)
     write_manifest(profile)
     return profile
 
@@ -101,7 +115,7 @@ def test_manifest_records_hashes_versions_and_run(profile):
     m = json.loads(profile.manifest.read_text(encoding="utf-8"))
     assert m["profile"] == "sample" and m["seed"] == 42
     paths = {f["path"]: f for f in m["files"]}
-    from maerak.files import sha256_file
+    from maerak.fingerprint import file_sha256 as sha256_file
 
     for rel in ("data/sample/train.json", "data/sample/dev.json", "data/sample/test.json", "profiles.yml",
                 "axolotl_configs/sample/stage1_qlora.yml", "axolotl_configs/sample/stage2_full.yml",
@@ -131,7 +145,9 @@ def test_missing_optional_files_are_recorded_not_fatal(tmp_path):
     write_stage_configs(profile, {"base_model": "google/gemma-2-9b-it"}, {})
     m = build_manifest(profile, extra={"dev_accuracy": 0.5})
     assert m["dev_accuracy"] == 0.5
-    assert m["base_model"] == {"name": "google/gemma-2-9b-it", "local": False}
+    assert m["base_model"] == {"name": "google/gemma-2-9b-it", "local": False,  # not in this machine's hub cache
+                               "revision": None, "commit": None, "sha256": None}
+    assert {"lock", "torch", "cuda", "device"} <= set(m["environment"])
     assert m["submit"]["compare"] == "labels"
     assert all(f.get("missing") and f["sha256"] is None for f in m["files"]
                if not f["path"].startswith("axolotl_configs/competition/stage"))
@@ -199,6 +215,92 @@ def test_added_checkpoint_file_fails(profile, capsys):
     assert rc == 1 and "file not in the manifest" in out
 
 
+def test_manifest_covers_everything_a_judge_reads(profile):
+    paths = {f["path"] for f in json.loads(profile.manifest.read_text(encoding="utf-8"))["files"]}
+    assert {"outputs/sample/eval/metrics.json", "outputs/sample/eval/report.md", "outputs/sample/submission.probs.json",
+            "outputs/sample/dev_predictions.probs.json"} <= paths
+
+
+def test_untouched_tree_recomputes_the_dev_accuracy(profile, capsys):
+    rc, out = run_verify(profile, capsys)
+    claimed = json.loads((profile.eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    row = next(line for line in out.splitlines() if line.startswith("dev accuracy (recomputed)"))
+    assert rc == 0 and "OK" in row and f"({claimed['correct']}/{claimed['n']})" in row
+
+
+@pytest.mark.parametrize("rehash", [False, True])
+def test_forged_metrics_fail(profile, capsys, rehash):
+    """accuracy 0.35 → 0.95 in metrics.json (and the report's line): the hash differs, and with the
+    manifest rewritten over the forgery the recomputed accuracy still does not match."""
+    path = profile.eval_dir / "metrics.json"
+    m = json.loads(path.read_text(encoding="utf-8"))
+    m.update(accuracy=0.95, correct=19)
+    path.write_text(json.dumps(m), encoding="utf-8")
+    if rehash:
+        write_manifest(profile)
+    rc, out = run_verify(profile, capsys)
+    assert rc == 1
+    assert any(line.startswith("dev accuracy (recomputed)") and "claims another accuracy" in line for line in out.splitlines())
+    assert rehash or any(line.startswith("outputs/sample/eval/metrics.json") and "sha256 differs" in line
+                         for line in out.splitlines())
+
+
+def test_forged_report_line_fails_even_rehashed(profile, capsys):
+    report = profile.eval_dir / "report.md"
+    text = report.read_text(encoding="utf-8")
+    start = text.index("**Accuracy: ")
+    end = text.index("\n", start)
+    report.write_text(text[:start] + "**Accuracy: 95.00%** (19/20)" + text[end:], encoding="utf-8")
+    write_manifest(profile)
+    rc, out = run_verify(profile, capsys)
+    assert rc == 1 and "does not state" in out
+
+
+@pytest.mark.parametrize("which", ["submission", "dev_predictions"])
+def test_edited_probs_file_fails(profile, capsys, which):
+    path = probs_path(getattr(profile, which))
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["items"][0]["probs"] = [0.9, 0.05, 0.05]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    rc, out = run_verify(profile, capsys)
+    rel = path.relative_to(profile.root).as_posix()
+    assert rc == 1 and any(line.startswith(rel) and "sha256 differs" in line for line in out.splitlines())
+
+
+def test_probs_that_predict_otherwise_fail_even_rehashed(profile, capsys):
+    path = probs_path(profile.dev_predictions)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["items"][0]["prediction"] = next(x for x in ("inference_1", "inference_2") if x != data["items"][0]["prediction"])
+    path.write_text(json.dumps(data), encoding="utf-8")
+    write_manifest(profile)
+    rc, out = run_verify(profile, capsys)
+    assert rc == 1 and "predicts otherwise" in out
+
+
+@pytest.mark.parametrize("name", [".hidden_adapter.safetensors", "sub/.extra"])
+def test_an_extra_hidden_file_in_the_checkpoint_fails(profile, capsys, name):
+    (profile.stage2_dir / name).parent.mkdir(exist_ok=True)
+    (profile.stage2_dir / name).write_bytes(b"extra")
+    rc, out = run_verify(profile, capsys)
+    assert rc == 1 and f"outputs/sample/stage2/{name}" in out and "file not in the manifest" in out
+
+
+def test_a_hidden_file_recorded_in_the_checkpoint_is_hashed(profile, capsys):
+    (profile.stage2_dir / ".hidden").write_bytes(b"one")
+    write_manifest(profile)  # (the fake submit reads every file: its recorded submission is now another)
+    assert run_verify(profile, capsys, "--no-rerun")[0] == 0
+    (profile.stage2_dir / ".hidden").write_bytes(b"two")
+    rc, out = run_verify(profile, capsys, "--no-rerun")
+    assert rc == 1 and any(line.startswith("outputs/sample/stage2/.hidden") and "sha256 differs" in line
+                           for line in out.splitlines())
+
+
+def test_an_extra_file_in_eval_fails(profile, capsys):
+    (profile.eval_dir / "extra.md").write_text("**Accuracy: 95.00%**\n", encoding="utf-8")
+    rc, out = run_verify(profile, capsys)
+    assert rc == 1 and "outputs/sample/eval/extra.md" in out and "file not in the manifest" in out
+
+
 def test_missing_checkpoint_fails(profile, capsys):
     shutil.rmtree(profile.stage2_dir)
     rc, out = run_verify(profile, capsys)
@@ -218,10 +320,12 @@ def test_missing_manifest_fails(profile, capsys):
 
 def test_absent_optional_file_stays_ok(tmp_path, capsys):
     profile = make_tree(tmp_path)
-    profile.dev_predictions.unlink()
+    profile.dev_predictions.unlink()  # no dev run: no predictions, probabilities or evaluation
+    probs_path(profile.dev_predictions).unlink()
+    shutil.rmtree(profile.eval_dir)
     write_manifest(profile)
     rc, out = run_verify(profile, capsys)
-    assert rc == 0 and "absent, as recorded" in out
+    assert rc == 0 and "absent, as recorded" in out and "no dev evaluation recorded" in out
     profile.dev_predictions.write_text("[]\n")
     rc, out = run_verify(profile, capsys)
     assert rc == 1 and "recorded as missing, now present" in out

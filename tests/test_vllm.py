@@ -17,7 +17,9 @@ else:
     pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm (make setup VLLM=1); `make test` runs this file there")
 
 from inference.backends import make_scorer
-from inference.scoring import ScoreCache, Scorer, item_probs
+from inference.caching import ScoreCache
+from inference.ensemble import item_probs
+from inference.scoring import Scorer
 from inference.vllm_backend import prefix_order
 from maerak.modes import LETTERS_MODE, OPTIONS_MODE
 from maerak.prompt import IDENTITY

@@ -6,7 +6,7 @@ pipeline reads each stage's paths from it (`Profile.stage_paths`, maerak/profile
 checks they fit together), then runs Axolotl's CLI on it in a subprocess from the repository root.
 Only what truly varies per run goes on Axolotl's command line as its own overrides:
 `--resume_from_checkpoint=` (an interrupted run), `--deepspeed=` (several GPUs),
-`--lora_model_dir=` (the merge).
+`--lora_model_dir=` (the merge), `--dataset_prepared_path=` (the tokenized-data cache, by content).
 
     stage 1: base_model (the profile's base), datasets[0].path, output_dir (e.g. stage1/)
              then merge-lora -> <stage-1 output_dir>/merged (unless --no-merge)
@@ -21,19 +21,21 @@ import copy
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from maerak import modes
+from maerak import cpu_dtype, modes, progress
+from maerak import fingerprint as fp
 from maerak.errors import MaerakError, TrainError
 from maerak.files import rel_path
-from maerak.profiles import MERGED, Profile, require_gpu, resolve_profile
+from maerak.profiles import DEEPSPEED_DEFAULT, MERGED, Profile, has_gpu, require_gpu, resolve_profile
 from training import resume
+from training.stage_keys import check_keys
 
-DEEPSPEED_DEFAULT = "axolotl_configs/deepspeed/zero3.json"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # where `training.answer_loss` (a plugin in the YAMLs) imports from
 
 
@@ -63,13 +65,49 @@ def stage_config(profile: Profile, stage: int) -> tuple[Path, dict[str, Any]]:
     return paths.config, profile.stage_config(stage)
 
 
-def overrides(cfg: dict[str, Any], gpus: int = 1, resume_from: Path | None = None) -> list[str]:
-    """Axolotl's own command-line overrides for this run: the only run-time changes to the YAML."""
+# The files of a model folder that decide how text becomes tokens.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json")
+
+
+def dataset_cache(root: Path, config: Path, cfg: dict[str, Any], dataset: Path, base_model: str) -> Path:
+    """Where Axolotl keeps this stage's tokenized data: the YAML's dataset_prepared_path, in a
+    subfolder named by the content of what the tokenized rows are made from (the training file,
+    the stage YAML, the base model's tokenizer files, a hub model's id and pinned revision).
+
+    Axolotl keys its own cache by config fields only (path, type, sequence_len, packing, the
+    tokenizer's name: axolotl/utils/data/shared.py generate_dataset_hash_from_config) and loads it
+    whenever that folder has files (load_preprocessed_dataset), so an edited training file with
+    the same path would be trained on as it was. Other keys' folders are removed: nothing reads them."""
+    base = Path(base_model)
+    tokenizer = [base / name for name in TOKENIZER_FILES] if base.is_dir() else []
+    key = fp.paths_digest([dataset, config, *tokenizer],
+                          extra=[base_model, str(cfg.get("revision_of_model") or "")])[:16]
+    parent = Path(cfg.get("dataset_prepared_path") or "last_run_prepared")
+    parent = parent if parent.is_absolute() else root / parent
+    if parent.is_dir():
+        for old in parent.iterdir():
+            if old.is_dir() and old.name != key and re.fullmatch(r"[0-9a-f]{16}", old.name):
+                shutil.rmtree(old)
+            elif re.fullmatch(r"[0-9a-f]{32}", old.name) and old.is_dir():  # Axolotl's own, keyed by config only
+                shutil.rmtree(old)
+    return parent / key
+
+
+def overrides(cfg: dict[str, Any], gpus: int = 1, resume_from: Path | None = None,
+              prepared: Path | None = None, bf16: bool | None = None) -> list[str]:
+    """Axolotl's own command-line overrides for this run: the only run-time changes to the YAML.
+    `bf16`: what `bf16: auto` resolved to on this CPU (maerak/cpu_dtype.py); Axolotl's own `auto`
+    looks for a bf16 GPU only (axolotl/utils/config/__init__.py resolve_dtype), so on a CPU we say it."""
     extra = []
+    if bf16 is not None and cfg.get("bf16") == "auto":
+        extra.append(f"--bf16={bf16}")
     if gpus > 1 and not cfg.get("deepspeed"):
         extra.append(f"--deepspeed={DEEPSPEED_DEFAULT}")
     if resume_from is not None:
         extra.append(f"--resume_from_checkpoint={resume_from}")
+    if prepared is not None:
+        extra.append(f"--dataset_prepared_path={prepared}")
     return extra
 
 
@@ -125,15 +163,20 @@ def run(cmd: list[str], cwd: Path) -> float:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     paths = dict.fromkeys([str(cwd), str(CODE_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))])
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    for arg in cmd:
+        if arg.startswith("--dataset_prepared_path="):
+            # The datasets library caches a loaded JSON file by path and mtime (datasets/data_files.py,
+            # _get_single_origin_metadata): a same-mtime replacement (cp -p) would load the old rows.
+            # Its cache goes into the content-keyed folder too.
+            env["HF_DATASETS_CACHE"] = str(Path(arg.split("=", 1)[1]) / "datasets")
     env.setdefault("PYTHONUNBUFFERED", "1")
     start = time.perf_counter()
-    # Streamed as it comes, and the tail kept, so a failure can quote the child's own error.
+    # Streamed as it comes, and the tail kept, so a failure can quote the child's own error. The
+    # training bar (transformers' tqdm: step/total, s/it, time left) redraws in a terminal and is
+    # plain lines in a log file (maerak/progress.py).
     tail: collections.deque[str] = collections.deque(maxlen=200)
-    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace") as proc:
-        for line in proc.stdout:  # type: ignore[union-attr]
-            sys.stdout.write(line)
-            tail.append(line.rstrip("\n"))
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        progress.relay(proc.stdout.fileno(), sys.stdout, tail.append)  # type: ignore[union-attr]
     sys.stdout.flush()
     if proc.returncode != 0:
         cause = error_lines(list(tail))
@@ -154,21 +197,29 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     profile.apply_env()
     path, cfg = stage_config(profile, stage)
     check_plugins(cfg, path)
+    check_keys(cfg, path)  # a misspelled key would be ignored by Axolotl: refused here, before anything runs
     check_inputs(profile, stage)
     out = profile.stage1_dir if stage == 1 else profile.stage2_dir if stage == 2 else profile.stage3_dir
     out.mkdir(parents=True, exist_ok=True)
     modes.clear_record(out)  # a mode record never outlives the weights it describes
     # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
     base = profile.base_model if stage == 1 else str(profile.merged_dir) if stage == 2 else str(profile.stage2_dir)
-    last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base))
+    pinned = (str(cfg.get("revision_of_model") or ""),) if stage == 1 else ()
+    last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base, pinned))
     if last is not None:
         print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
-    seconds = run(command("axolotl.cli.train", path, gpus, overrides(cfg, gpus, last)), profile.root)
+    prepared = dataset_cache(profile.root, path, cfg, profile.stage_data(stage), base)
+    bf16 = None
+    if cfg.get("bf16") == "auto" and not has_gpu():
+        bf16 = cpu_dtype.resolve("auto", profile.out / cpu_dtype.CACHE_DIR).dtype == "bfloat16"
+        print(f"stage {stage}: bf16: auto -> {'bf16 autocast, float32 master weights' if bf16 else 'float32'}", flush=True)
+    seconds = run(command("axolotl.cli.train", path, gpus, overrides(cfg, gpus, last, prepared, bf16)), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage >= 2:  # a checkpoint submit may score: stage 2, and stage 3 (ORPO) with preference: true
         ensure_final_checkpoint(out, Path(base))
         if (trained := modes.prepared_mode(profile.prepared / "report.json")) is not None:
             modes.write_record(out, trained)  # what submit scores it in (maerak/modes.py)
+    resume.keep_log_history(out)
     resume.finish(out)
     return out
 
@@ -176,7 +227,8 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
 def merge(profile: Profile) -> Path:
     """Merge the stage-1 LoRA into its base with Axolotl's merge-lora (-> stage1/merged)."""
     profile.apply_env()
-    path, _ = stage_config(profile, 1)
+    path, cfg = stage_config(profile, 1)
+    check_keys(cfg, path)
     if not (profile.stage1_dir / "adapter_config.json").is_file():
         raise TrainError(f"{profile.stage1_dir}: no LoRA adapter; run `make train-stage1 PROFILE={profile.name}` first")
     seconds = run(command("axolotl.cli.merge_lora", path, extra=[f"--lora_model_dir={profile.stage1_dir}"]), profile.root)
@@ -210,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gpus must be at least 1")
     profile, _ = resolve_profile(args.profile)
     try:
-        require_gpu(profile)  # needs_gpu: one line now, not a CUDA error minutes in
+        # needs_gpu: one line now (no CUDA, the GPU's arch, bf16, memory, offload), not a CUDA error minutes in
+        require_gpu(profile, (1,) if args.merge_only else (args.stage,) if args.stage else None, args.gpus)
         if args.merge_only:
             merge(profile)
             return 0

