@@ -106,17 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     for (name, dtype), r in rows.items():
         print(f"{name}, {dtype}: per-item / shared = {r['ratio']:.2f}x (target >= 2: {'met' if r['ratio'] >= 2 else 'NOT met'})"
               f"; same decisions {r['same_decisions']}/{r['items']}")
+    agreement = {}
     if {"float32", "bfloat16"} <= set(args.dtypes):
         for name in cases:
             f, b = rows[(name, "float32")], rows[(name, "bfloat16")]
             same = sum(picks[(name, "float32")][i] == picks[(name, "bfloat16")][i] for i in picks[(name, "float32")])
             ratio, agree = f["shared"] / b["shared"], same / f["items"]
+            agreement[name] = {"same": same, "items": f["items"], "ratio": ratio}
             verdict = ("bf16 scoring: faster with the same answers" if ratio > 1 and agree >= 0.99
                        else "stay float32: " + ("bf16 is not faster here" if ratio <= 1 else "answers differ on more than 1%"))
             print(f"{name}, shared: float32 / bfloat16 = {ratio:.2f}x; the two dtypes pick the same option for "
                   f"{same}/{f['items']} items ({agree:.1%}; target >= 99%): {verdict}")
     if args.json:
-        args.json.write_text(json.dumps({f"{k[0]}|{k[1]}": v for k, v in rows.items()}, indent=1), encoding="utf-8")
+        args.json.write_text(json.dumps({"rows": {f"{k[0]}|{k[1]}": v for k, v in rows.items()},
+                                         "dtype_agreement": agreement}, indent=1), encoding="utf-8")
     return 0
 
 

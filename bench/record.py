@@ -1,10 +1,10 @@
-"""Run one benchmark script and keep what it measured: results/bench-<name>.json.
+"""Run one benchmark script and keep what it measured, per CPU class.
 
   .venv/bin/python bench/record.py NAME [--json] -- bench/SCRIPT.py [ARGS...]
 
-The record holds the command, everything the script printed, its own `--json` results
-when it has that option (`--json` here passes it a file), the wall time and the machine
-(maerak/machine.py). `make results` renders the records into BENCHMARKS.md.
+The record, results/bench-<name>-<cpu class>.json, holds the command, everything the script
+printed, its own `--json` results when it has that option (`--json` here passes it a file), the
+wall time and the machine (maerak/machine.py). `make results` renders the records into BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - start
         data = json.loads((Path(tmp) / "r.json").read_text(encoding="utf-8")) if args.json else None
     command = ".venv/bin/python " + " ".join(script)
-    path = atomic_write_json(args.out / f"bench-{args.name}.json",
-                             bench_record(args.name, command, "".join(lines), data, seconds, ROOT))
+    record = bench_record(args.name, command, "".join(lines), data, seconds, ROOT)
+    # One file per bench and CPU class: a speed holds for its class of CPU (maerak/machine.py cpu_class),
+    # and a run on another class adds its own record instead of replacing this one.
+    path = atomic_write_json(args.out / f"bench-{args.name}-{record['machine']['cpu_class']}.json", record)
     print(f"recorded: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
 

@@ -20,7 +20,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from maerak.files import atomic_write_text  # noqa: E402
-from maerak.machine import summary  # noqa: E402
+from maerak.machine import cpu_class, summary  # noqa: E402
 from maerak.results import RESULTS_DIR, read_all  # noqa: E402
 
 BEGIN, END = "<!-- RESULTS:BEGIN (make results) -->", "<!-- RESULTS:END -->"
@@ -54,7 +54,9 @@ def minutes(seconds: float | None) -> str:
 def accuracy(dev: dict[str, Any] | None) -> str:
     if not dev or dev.get("accuracy") is None:
         return "n/a"
-    return f"{100 * dev['accuracy']:.1f}% ({dev['correct']}/{dev['n']})"
+    text = f"{100 * dev['accuracy']:.1f}% ({dev['correct']}/{dev['n']})"
+    warnings = dev.get("degenerate") or []
+    return text + "".join(f"; **{w.removeprefix('WARNING: ')}**" for w in warnings)
 
 
 def wall(r: dict[str, Any]) -> str:
@@ -74,6 +76,89 @@ def results_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_class(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return m.get("cpu_class") or cpu_class(m.get("cpu_flags") or [])
+
+
+def bench_file(r: dict[str, Any]) -> str:
+    return f"{RESULTS_DIR}/bench-{r['name']}-{record_class(r)}.json"
+
+
+# The benches the official-cpu arithmetic reads (Makefile `bench`): the dtype probe, a stage-2 step
+# at official shape in both dtypes, and scoring official-shape items in both dtypes.
+PROBE, TRAIN, SCORE = "cpu_features", "train_step_official", "prefix_scoring"
+
+
+def official_cpu_minutes(probe: dict[str, Any], train: dict[str, Any], score: dict[str, Any]) -> dict[str, Any]:
+    """official-cpu on the official files' sizes, priced by one CPU class's bench results: the dtype
+    `auto` chooses there (maerak/cpu_dtype.py decide on the probe's timings), the stage plans from
+    the profile's own YAMLs (maerak/budget.py), seconds per stage-2 step and per scored item in that dtype."""
+    from bench.official_shape import OFFICIAL_ITEMS
+    from maerak import budget
+    from maerak.cpu_dtype import decide
+    from maerak.profiles import get_profile
+
+    choice = decide(probe["float32_s"], probe["bfloat16_s"])
+    profile = get_profile("official-cpu", ROOT)  # the YAMLs of this checkout
+    mode = {"float32": "answer", "bfloat16": "autocast"}[choice.dtype]  # train_step's name for each dtype
+    step_s = train["best"][mode]["step_s"]
+    shared = score["rows"][f"options|{choice.dtype}"]
+    rates = budget.Rates(step_s / train["batch_size"], shared["shared"] / shared["items"], choice.dtype, choice.dtype, "bench")
+    stages = tuple(budget.stage_plan(n, profile.stage_config(n), OFFICIAL_ITEMS["train"]) for n in profile.training_stages)
+    skipped = tuple(n for n in (1, 2, 3) if n not in profile.training_stages)
+    est = budget.estimate(stages, skipped, OFFICIAL_ITEMS["dev"] + OFFICIAL_ITEMS["test"], rates)
+    epoch = budget.stage_plan(2, {**profile.stage_config(2), "num_epochs": 1, "max_steps": None}, OFFICIAL_ITEMS["train"])
+    return {"choice": choice, "estimate": est, "epoch_s": epoch.sequences * rates.train_s_per_row,
+            "step_ratio": train["best"]["answer"]["step_s"] / train["best"]["autocast"]["step_s"],
+            "agreement": score.get("dtype_agreement", {}).get("options")}
+
+
+CLASS_INTRO = ("What `dtype: auto` chooses on each class of CPU the benches ran on (`make bench BENCH=official`), and the "
+               "minutes an official-cpu run (its YAMLs as configured) takes on the official files' sizes "
+               "(bench/official_shape.py `OFFICIAL_ITEMS`), priced by that class's own records: seconds per stage-2 step "
+               "at official shape and per scored item, in the chosen dtype (bench/render.py `official_cpu_minutes`; "
+               "model loading and prepare not included).")
+
+
+def readme_block(records: list[dict[str, Any]]) -> str:
+    """README.md's results: the runs, then official-cpu per CPU class."""
+    return results_table(records) + "\n**official-cpu per CPU class.** " + CLASS_INTRO + "\n\n" + cpu_class_table(records)
+
+
+def cpu_class_table(records: list[dict[str, Any]]) -> str:
+    """One row per CPU class with bench records: what `dtype: auto` chooses there and what an official-cpu
+    run on the official files' sizes costs, from that class's own measurements (none typed)."""
+    by_class: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("kind") == "bench":
+            by_class.setdefault(record_class(r), {})[r["name"]] = r
+    lines = ["| CPU class | probe float32 / bf16 | `auto` chooses | stage-2 step float32 / bf16 | scoring float32 / bf16 "
+             "(same answers) | official-cpu as configured | one more stage-2 epoch | records |",
+             "|---|---:|---|---:|---:|---:|---:|---|"]
+    for cls, recs in sorted(by_class.items()):
+        found = [recs[n] for n in (PROBE, TRAIN, SCORE) if n in recs and recs[n].get("results")]
+        links = ", ".join(f"[{n}]({bench_file(recs[n])})" for n in (PROBE, TRAIN, SCORE) if n in recs)
+        if len(found) < 3:
+            probe = recs.get(PROBE, {}).get("results")
+            ratio = f"{probe['ratio']:.2f}x" if probe and probe.get("ratio") else "n/a"
+            chosen = probe["dtype"] if probe else "n/a"
+            missing = ", ".join(n for n in (PROBE, TRAIN, SCORE) if n not in recs or not recs[n].get("results"))
+            lines.append(f"| {cls} | {ratio} | {chosen} | not measured ({missing}: `make bench` on such a CPU) | | | | {links} |")
+            continue
+        probe, train, score = (r["results"] for r in found)
+        got = official_cpu_minutes(probe, train, score)
+        est, agree = got["estimate"], got["agreement"]
+        same = f" ({agree['same']}/{agree['items']})" if agree else ""
+        lines.append(f"| {cls} | {got['choice'].ratio:.2f}x | {got['choice'].dtype} | {got['step_ratio']:.2f}x "
+                     f"| {agree['ratio']:.2f}x{same} | {minutes(est.seconds)} | {minutes(got['epoch_s'])} | {links} |"
+                     if agree else
+                     f"| {cls} | {got['choice'].ratio:.2f}x | {got['choice'].dtype} | {got['step_ratio']:.2f}x "
+                     f"| n/a | {minutes(est.seconds)} | {minutes(got['epoch_s'])} | {links} |")
+        lines.append(f"| | | | | | {est.line().removeprefix('budget: ')} | | |")
+    return "\n".join(lines) + "\n"
+
+
 def benchmarks_md(records: list[dict[str, Any]]) -> str:
     out = ["# Benchmarks and runs", "",
            "Generated by `make results` (bench/render.py) from `results/*.json`; do not edit by hand.",
@@ -85,14 +170,15 @@ def benchmarks_md(records: list[dict[str, Any]]) -> str:
         out += [f"| **total** | **{r['seconds']:.1f}** |", "", f"`{r['command']}`, finished {r['finished_utc']}; "
                 f"torch {r['machine']['torch']}, Python {r['machine']['python']}.", ""]
     benches = [r for r in records if r.get("kind") == "bench"]
+    out += ["## official-cpu per CPU class", "", CLASS_INTRO, "", cpu_class_table(records)]
     out += ["## Benchmarks (`make bench`)", ""]
     if not benches:
         out += ["No benchmark recorded yet (`make bench`).", ""]
     for r in benches:
         m = r["machine"]
-        out += [f"### {r['name']}", "", f"`{r['command']}` — {r['seconds']:.0f} s, finished {r['finished_utc']}, "
+        out += [f"### {r['name']} ({record_class(r)})", "", f"`{r['command']}` — {r['seconds']:.0f} s, finished {r['finished_utc']}, "
                 f"commit `{commit(m)}`; {summary(m)}, CPU flags {', '.join(m['cpu_flags']) or 'none listed'}, "
-                f"torch {m['torch']}. Record: [results/bench-{r['name']}.json](results/bench-{r['name']}.json).",
+                f"torch {m['torch']}. Record: [{bench_file(r)}]({bench_file(r)}).",
                 "", "```", r["output"].rstrip("\n"), "```", ""]
     return "\n".join(out).rstrip("\n") + "\n"
 
@@ -117,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     records = read_all(root / RESULTS_DIR)
     readme_path, bench_path = root / "README.md", root / "BENCHMARKS.md"
     try:
-        readme = with_table(readme_path.read_text(encoding="utf-8"), results_table(records))
+        readme = with_table(readme_path.read_text(encoding="utf-8"), readme_block(records))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

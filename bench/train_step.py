@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{'met' if bf16_ratio >= 1.6 else 'NOT met'}), fwd+bwd "
               f"{best['answer']['fwd_bwd_s'] / best['autocast']['fwd_bwd_s']:.2f}x; largest relative loss difference {loss_gap:.1e}")
     if args.json:
-        args.json.write_text(json.dumps({"best": best, "rounds": results, "ratio_fwd_bwd": ratio,
+        args.json.write_text(json.dumps({"batch_size": args.batch_size, "official_shape": args.official_shape,
+                                         "optimizer": args.optimizer, "best": best, "rounds": results, "ratio_fwd_bwd": ratio,
                                          "ratio_step": step_ratio, "ratio_bf16_step": bf16_ratio}, indent=1), encoding="utf-8")
     return 0
 

@@ -4,7 +4,8 @@ torch's CPU build runs bf16 matrix products fast only on AVX-512-BF16 / AMX-BF16
 AVX2-only CPU it emulates them and bf16 autocast is many times slower than float32 (training/README.md
 "bf16 on CPU"). So the choice is measured, not guessed from flags: the kernel that decides it, one
 gemma-3-270m MLP projection (640 -> 2048) forward + backward on 256 tokens, float32 vs bf16
-autocast, best of a few calls (about a second; a few on an AVX2 CPU, where bf16 is emulated). bf16 is chosen when it is faster by MARGIN.
+autocast, the two alternating, best of 12 calls each on one thread by its CPU clock (about a
+second; a few on an AVX2 CPU, where bf16 is emulated). bf16 is chosen when it is faster by MARGIN.
 
 One decision per CPU: it is written to a cache file keyed by the CPU model, its flags, torch's
 version and its kernel level (`cpu_key`), and every later verb and re-run on that machine reads it
@@ -38,6 +39,7 @@ SETTINGS = ("auto", *DTYPES)
 # (AVX2: 0.05x; AVX-512-BF16: 1.91x; AMX: more).
 MARGIN = 1.25
 TOKENS, IN_FEATURES, OUT_FEATURES = 256, 640, 2048  # half an official-shape row through a gemma-3-270m MLP projection
+ROUNDS = 12  # calls of each dtype, alternating: under a second on a bf16 CPU
 
 
 @dataclass(frozen=True)
@@ -69,41 +71,40 @@ def cpu_key() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def timed_best(fn: Callable[[], object], repeat: int, give_up: float = math.inf) -> float:
-    """Best of `repeat` timed calls after one warm-up (first-call kernel selection is not
-    throughput); stops early once a call took longer than `give_up` seconds (a bf16 kernel this
-    slow cannot come back within the margin, and emulated bf16 costs seconds a call)."""
-    start = time.perf_counter()
-    fn()
-    warm = time.perf_counter() - start
-    if warm > 4 * give_up:  # even allowing for set-up, far too slow: no need to time it again
-        return warm
-    best = math.inf
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-        if best > give_up:
-            break
-    return best
-
-
-def measure(repeat: int = 3, tokens: int = TOKENS) -> tuple[float, float]:
-    """Seconds of the probe kernel (forward + backward), float32 and bf16 autocast (float32 weights)."""
+def measure(rounds: int = ROUNDS, tokens: int = TOKENS) -> tuple[float, float]:
+    """CPU seconds of the probe kernel (forward + backward), float32 and bf16 autocast (float32
+    weights): the best of `rounds` calls each, the two alternating, after a warm-up of each
+    (first-call kernel selection is not throughput). Timed on one torch thread by that thread's CPU
+    clock: the ratio is a property of the core's vector units, and the CPU clock does not count the
+    time another job holds the core. Wall-clock timings with two threads on a busy 2-core machine
+    gave 0.4x-5.9x on one AVX-512-BF16 CPU; this gave 1.88-1.90x there under the same load. Stops after
+    3 rounds when bf16 is over 4x slower (emulated bf16: no noise brings it back within the margin)."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(OUT_FEATURES, IN_FEATURES, generator=gen).requires_grad_()
     x = torch.randn(tokens, IN_FEATURES, generator=gen, requires_grad=True)
 
-    def step(bf16: bool) -> None:
+    def step(bf16: bool) -> float:
+        start = time.thread_time()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             y = torch.nn.functional.linear(x, weight)
         y.float().square().mean().backward()
         weight.grad = x.grad = None
+        return time.thread_time() - start
 
-    fp32 = timed_best(lambda: step(False), repeat)
-    bf16 = timed_best(lambda: step(True), repeat, give_up=2 * fp32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        step(False), step(True)
+        fp32 = bf16 = math.inf
+        for done in range(1, rounds + 1):
+            fp32 = min(fp32, step(False))
+            bf16 = min(bf16, step(True))
+            if done >= 3 and bf16 > 4 * fp32:
+                break
+    finally:
+        torch.set_num_threads(threads)
     return fp32, bf16
 
 

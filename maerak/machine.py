@@ -16,6 +16,17 @@ from typing import Any
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
+def cpu_class(flags) -> str:
+    """The class of CPU a speed number holds for: what bf16 hardware it has (AMX-BF16, AVX-512-BF16)
+    or else its widest vector unit. Machines of one kind differ in this (the project has met all three
+    of amx_bf16, avx512_bf16 and avx2), and bf16 is 20x slower or 1.5-2x faster depending on it."""
+    flags = set(flags)
+    for name in ("amx_bf16", "avx512_bf16", "avx512f", "avx2"):
+        if name in flags:
+            return name
+    return "other"
+
+
 def cpu_info() -> tuple[str, set[str]]:
     """The first CPU's model name and flags, from /proc/cpuinfo (empty off Linux)."""
     try:
@@ -50,6 +61,7 @@ def machine(root: Path) -> dict[str, Any]:
     return {
         "cpu": model,
         "cpu_flags": [f for f in FLAGS if f in flags],
+        "cpu_class": cpu_class(flags),
         "cores": usable,
         "memory_gib": _memory_gib(),
         "torch": torch.__version__,

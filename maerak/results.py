@@ -21,6 +21,8 @@ RESULTS_DIR = "results"  # under the repository root: the committed record the d
 def reproduce_record(profile: Any, timings: dict[str, float], metrics: dict[str, Any] | None) -> dict[str, Any]:
     """One `make reproduce` run: profile, data, dev accuracy, wall time and per-step seconds."""
     dev = None if metrics is None else {k: metrics[k] for k in ("n", "correct", "accuracy")}
+    if dev is not None:  # a collapsed model's accuracy is not a result: the table says so next to it
+        dev["degenerate"] = list((metrics.get("degenerate") or {}).get("warnings", []))
     steps = {k: v for k, v in timings.items() if k != "total"}
     return {
         "kind": "reproduce",

@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     m = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
     if m is not None:
         print(f"  dev accuracy: {m['accuracy']:.1%} ({m['correct']}/{m['n']}; profile {name}, mode {profile.scoring_mode})")
+        for line in (m.get("degenerate") or {}).get("warnings", []):  # that accuracy measures no learning
+            print(f"  {line}")
     print(f"  manifest:   {manifest}")
     # The numbers the docs show come from this file (`make results`: bench/render.py).
     record = reproduce_record(profile, timings, m)

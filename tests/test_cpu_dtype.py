@@ -95,3 +95,10 @@ def test_official_cpu_is_auto_and_the_sample_pinned(tmp_path, monkeypatch):
     assert len(calls) == 1 and cpu_dtype.environment(choices) == "score=float32;stage2=float32"
     sample = Profile("sample", {**profiles["sample"], "out": str(tmp_path / "sample")})
     assert {c.source for c in cpu_dtype.profile_choices(sample).values()} == {"pinned"} and len(calls) == 1
+
+
+def test_the_real_probe_gives_two_finite_positive_timings_on_this_cpu():
+    """The measurement `auto` decides by, run here (a few tens of ms a call): both timings usable by `decide`."""
+    fp32, bf16 = cpu_dtype.measure(rounds=2)
+    assert all(math.isfinite(t) and t > 0 for t in (fp32, bf16))
+    assert cpu_dtype.decide(fp32, bf16).ratio == pytest.approx(fp32 / bf16)

@@ -216,3 +216,15 @@ def test_each_step_is_fingerprinted_by_the_code_it_runs(tmp_path):
     before = keys()
     edit("maerak/errors.py")  # imported by every step
     assert all(k != before[n] for n, k in keys().items())
+
+
+def test_what_bf16_auto_chose_is_part_of_a_stage_runs_resume_key(tmp_path):
+    """A stage interrupted on a CPU where `bf16: auto` chose bf16 does not resume in float32 elsewhere."""
+    from maerak.profiles import get_profile
+    from training import axolotl_run as ar
+
+    profile = get_profile("official-cpu")
+    path, cfg = ar.stage_config(profile, 2)
+    keys = {bf16: ar.stage_run_key(profile, 2, path, cfg, bf16) for bf16 in (None, True, False)}
+    assert len(set(keys.values())) == 3
+    assert keys[True] == ar.stage_run_key(profile, 2, path, cfg, True)

@@ -192,6 +192,20 @@ def error_lines(lines: list[str]) -> str:
     return ""
 
 
+def stage_base(profile: Profile, stage: int) -> str:
+    """The weights a stage starts from."""
+    return profile.base_model if stage == 1 else str(profile.merged_dir) if stage == 2 else str(profile.stage2_dir)
+
+
+def stage_run_key(profile: Profile, stage: int, path: Path, cfg: dict[str, Any], bf16: bool | None) -> str:
+    """The resume key of a stage run: its YAML, data and base weights (training/resume.py run_key), the
+    pinned revision of stage 1's hub model, and what `bf16: auto` chose on this CPU (None: not auto),
+    so that a run moved to a CPU that chooses otherwise starts over instead of resuming in another dtype."""
+    pinned = (str(cfg.get("revision_of_model") or ""),) if stage == 1 else ()
+    chosen = () if bf16 is None else (f"bf16={bf16}",)
+    return resume.run_key(path, profile.stage_data(stage), stage_base(profile, stage), pinned + chosen)
+
+
 def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     """Run one Axolotl training stage on its YAML as it is; returns its output dir."""
     profile.apply_env()
@@ -202,17 +216,16 @@ def train(profile: Profile, stage: int, gpus: int = 1) -> Path:
     out = profile.stage1_dir if stage == 1 else profile.stage2_dir if stage == 2 else profile.stage3_dir
     out.mkdir(parents=True, exist_ok=True)
     modes.clear_record(out)  # a mode record never outlives the weights it describes
-    # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
-    base = profile.base_model if stage == 1 else str(profile.merged_dir) if stage == 2 else str(profile.stage2_dir)
-    pinned = (str(cfg.get("revision_of_model") or ""),) if stage == 1 else ()
-    last = resume.resume_point(out, resume.run_key(path, profile.stage_data(stage), base, pinned))
-    if last is not None:
-        print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
-    prepared = dataset_cache(profile.root, path, cfg, profile.stage_data(stage), base)
     bf16 = None
     if cfg.get("bf16") == "auto" and not has_gpu():
         bf16 = cpu_dtype.resolve("auto", profile.out / cpu_dtype.CACHE_DIR).dtype == "bfloat16"
         print(f"stage {stage}: bf16: auto -> {'bf16 autocast, float32 master weights' if bf16 else 'float32'}", flush=True)
+    # An interrupted run of this same stage resumes from its last checkpoint (training/resume.py).
+    base = stage_base(profile, stage)
+    last = resume.resume_point(out, stage_run_key(profile, stage, path, cfg, bf16))
+    if last is not None:
+        print(f"stage {stage}: resuming from {last} (an interrupted run with the same inputs)", flush=True)
+    prepared = dataset_cache(profile.root, path, cfg, profile.stage_data(stage), base)
     seconds = run(command("axolotl.cli.train", path, gpus, overrides(cfg, gpus, last, prepared, bf16)), profile.root)
     print(f"stage {stage}: trained in {seconds:.0f} s -> {out}")
     if stage >= 2:  # a checkpoint submit may score: stage 2, and stage 3 (ORPO) with preference: true
