@@ -104,6 +104,9 @@ def plan(profile: Profile) -> list[Step]:
         return stamps.code_files(("pipeline.cli", VERBS[verb].module, *extra), root)
 
     train = code("train-stage1", *plugin_modules(profile, 1))
+    # stages 2-3 read the mode prepare wrote its rows for (maerak/modes.py prepared_mode) into the
+    # checkpoint's mode record
+    mode_report = profile.prepared / "report.json"
     steps = []
     if profile.config.offline:
         steps.append(Step("model", "model", p, inputs=(conf, stage_yml[0]), outputs=(base,), owned=False,
@@ -121,14 +124,17 @@ def plan(profile: Profile) -> list[Step]:
         Step("merge", "merge", p,
              inputs=(conf, profile.stage1_dir / "adapter_config.json", profile.stage1_dir / "adapter_model.safetensors",
                      stage_yml[0], base),
-             outputs=(profile.merged_dir,), fresh=True, code=code("merge")),
+             # Axolotl's merge loads stage 1's YAML, and with it the plugins it names
+             outputs=(profile.merged_dir,), fresh=True, code=code("merge", *plugin_modules(profile, 1))),
         Step("train-stage2", "train-stage2", p,
-             inputs=(conf, data[1], *stage_yml, *ds, profile.merged_dir), outputs=(profile.stage2_dir,),
+             inputs=(conf, data[1], *stage_yml, *ds, profile.merged_dir, mode_report), outputs=(profile.stage2_dir,),
              code=code("train-stage2", *plugin_modules(profile, 2)), caches=cache(2)),
     ]
     if profile.config.preference:  # ORPO on the stage-2 model; submit then scores stage 3's checkpoint
         steps.append(Step("train-stage3", "train-stage3", p,
-                          inputs=(conf, profile.stage_data(3), profile.axolotl_config(3), profile.stage2_dir),
+                          # stages 1-2's YAMLs: where their outputs are (the stage-2 model it starts from)
+                          inputs=(conf, profile.stage_data(3), *stage_yml, profile.axolotl_config(3), profile.stage2_dir,
+                                  mode_report),
                           outputs=(profile.stage3_dir,), code=code("train-stage3", *plugin_modules(profile, 3)),
                           caches=cache(3)))
     final = profile.final_dir

@@ -212,7 +212,7 @@ def test_each_step_is_fingerprinted_by_the_code_it_runs(tmp_path):
     assert {n for n in before if before[n] != after[n]} == {"evaluate"}
     edit("training/answer_loss.py")
     changed = {n for n, k in keys().items() if k != after[n]}
-    assert changed == {"train-stage1", "train-stage2"}
+    assert changed == {"train-stage1", "merge", "train-stage2"}  # merge loads stage 1's YAML and its plugins
     before = keys()
     edit("maerak/errors.py")  # imported by every step
     assert all(k != before[n] for n, k in keys().items())
