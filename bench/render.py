@@ -149,12 +149,9 @@ def cpu_class_table(records: list[dict[str, Any]]) -> str:
         probe, train, score = (r["results"] for r in found)
         got = official_cpu_minutes(probe, train, score)
         est, agree = got["estimate"], got["agreement"]
-        same = f" ({agree['same']}/{agree['items']})" if agree else ""
+        scoring = f"{agree['ratio']:.2f}x ({agree['same']}/{agree['items']})" if agree else "n/a"
         lines.append(f"| {cls} | {got['choice'].ratio:.2f}x | {got['choice'].dtype} | {got['step_ratio']:.2f}x "
-                     f"| {agree['ratio']:.2f}x{same} | {minutes(est.seconds)} | {minutes(got['epoch_s'])} | {links} |"
-                     if agree else
-                     f"| {cls} | {got['choice'].ratio:.2f}x | {got['choice'].dtype} | {got['step_ratio']:.2f}x "
-                     f"| n/a | {minutes(est.seconds)} | {minutes(got['epoch_s'])} | {links} |")
+                     f"| {scoring} | {minutes(est.seconds)} | {minutes(got['epoch_s'])} | {links} |")
         lines.append(f"| | | | | | {est.line().removeprefix('budget: ')} | | |")
     return "\n".join(lines) + "\n"
 

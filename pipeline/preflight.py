@@ -237,8 +237,9 @@ def stage2_several(profile: Profile, src: Path, gpus: int) -> list[tuple[str, Ca
         ar.check_inputs(profile, 2)
         out = profile.stage2_dir
         out.mkdir(parents=True, exist_ok=True)
-        # The key ar.train computes, so that it takes the checkpoint as its own interrupted run's.
-        resume.resume_point(out, resume.run_key(path, profile.stage_data(2), str(profile.merged_dir)))
+        # The key ar.train computes (bf16 is pinned off in the preflight: nothing `auto` chose), so that
+        # it takes the checkpoint as its own interrupted run's.
+        resume.resume_point(out, ar.stage_run_key(profile, 2, path, cfg, None))
         with cpu_launch_env():
             prepared = ar.dataset_cache(profile.root, path, cfg, profile.stage_data(2), str(profile.merged_dir))
             ar.run(ar.command("axolotl.cli.train", path, gpus, ar.overrides(cfg, gpus, None, prepared) + ["--max_steps=1"]),
